@@ -1,0 +1,104 @@
+// Loop.swift - one libuv event loop, confined to the thread that runs it
+
+import CLibUV
+
+/// A job for a loop, posted from any thread.
+public typealias LoopJob = @Sendable (Loop) -> Void
+
+/// One libuv event loop and the per-loop resources its handles share.
+///
+/// A `Loop` belongs to the thread that created it; every method, and every
+/// handle made on it (connections, listeners, timers, resolvers), must be used
+/// on that thread only. Other threads reach it through `LoopThread.execute`,
+/// which posts to the loop's job mailbox.
+///
+/// Owns: the `uv_loop_t`, the job mailbox, and two read slabs. Reads are
+/// sequential on one thread, so every connection on the loop reads into the
+/// same 64 KiB slab and a TLS connection decrypts into the second one; a
+/// connection keeps its own buffer only for bytes its handler left unconsumed.
+public final class Loop {
+    let raw: UnsafeMutablePointer<uv_loop_t>            /* the libuv loop */
+    let readSlab: UnsafeMutableRawBufferPointer         /* socket reads land here */
+    let plaintextSlab: UnsafeMutableRawBufferPointer    /* TLS decrypts into here */
+    private(set) var jobs: Mailbox<LoopJob>!            /* cross-thread work */
+    private(set) var isShuttingDown = false
+    private var closed = false
+
+    /// The size of each read slab: the most one read call returns.
+    public static let slabSize = 64 * 1024
+
+    /// Create a loop owned by the calling thread.
+    public init() throws(IOError) {
+        raw = .allocate(capacity: 1)
+        let result = uv_loop_init(raw)
+        if result < 0 {
+            raw.deallocate()
+            throw IOError(result, "uv_loop_init")
+        }
+        readSlab = .allocate(byteCount: Loop.slabSize, alignment: 16)
+        plaintextSlab = .allocate(byteCount: Loop.slabSize, alignment: 16)
+        jobs = try Mailbox<LoopJob>(loop: self) { [unowned self] job in job(self) }
+    }
+
+    deinit {
+        precondition(closed, "Loop released without close(); handles may still reference it")
+    }
+
+    /// The loop's cached monotonic time in milliseconds, updated once per iteration.
+    public var now: UInt64 { uv_now(raw) }
+
+    /// Refresh `now` (after a long computation on the loop thread).
+    public func updateTime() { uv_update_time(raw) }
+
+    /// run - process events until no handle is active (after `shutdown()`), then return.
+    public func run() {
+        uv_run(raw, UV_RUN_DEFAULT)
+    }
+
+    /// runOnce - process one round of events, blocking until at least one happens.
+    @discardableResult
+    public func runOnce() -> Bool {
+        uv_run(raw, UV_RUN_ONCE) != 0
+    }
+
+    /// execute - post a job to this loop; safe from any thread. False after shutdown.
+    @discardableResult
+    public func execute(_ job: @escaping LoopJob) -> Bool {
+        jobs.post(job)
+    }
+
+    /// shutdown - close every handle on the loop so that `run()` returns.
+    ///
+    /// Each owner is told as if its user had closed it: connections report
+    /// `streamClosed`, timers stop, the job mailbox refuses further posts.
+    public func shutdown() {
+        if isShuttingDown { return }
+        isShuttingDown = true
+        var owners: [any HandleOwner] = []
+        withUnsafeMutablePointer(to: &owners) { list in
+            uv_walk(raw, loopWalkCallback, list)
+        }
+        for owner in owners { owner.closeForShutdown() }
+    }
+
+    /// close - release the loop after `run()` returned; every handle must be closed.
+    public func close() {
+        if closed { return }
+        if uv_loop_alive(raw) != 0 || uv_loop_close(raw) != 0 {
+            /* Closing handles still have callbacks pending: let them finish. */
+            shutdown()
+            run()
+            uv_loop_close(raw)
+        }
+        readSlab.deallocate()
+        plaintextSlab.deallocate()
+        raw.deallocate()
+        closed = true
+    }
+}
+
+/// loopWalkCallback - collect the owner of every open handle.
+private func loopWalkCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?, _ arg: UnsafeMutableRawPointer?) {
+    guard let handle, let arg, uv_is_closing(handle) == 0, let owner = ownerForShutdown(handle) else { return }
+    arg.assumingMemoryBound(to: [any HandleOwner].self).pointee.append(owner)
+}
