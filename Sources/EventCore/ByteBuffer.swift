@@ -91,6 +91,13 @@ public struct ByteBuffer: Sendable {
         UnsafeRawBufferPointer(start: storage.bytes + readerIndex, count: readableBytes)
     }
 
+    /// prefix - the first `maxLength` readable bytes, sharing this buffer's storage (no copy).
+    public func prefix(_ maxLength: Int) -> ByteBuffer {
+        var slice = self
+        slice.writerIndex = readerIndex + Swift.min(Swift.max(maxLength, 0), readableBytes)
+        return slice
+    }
+
     /// The readable bytes copied into an array (for tests and diagnostics; not the hot path).
     public var readableByteArray: [UInt8] { Array(readableView) }
 

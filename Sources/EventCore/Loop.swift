@@ -2,6 +2,10 @@
 
 import CLibUV
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A job for a loop, posted from any thread.
 public typealias LoopJob = @Sendable (Loop) -> Void
 
@@ -27,8 +31,14 @@ public final class Loop {
     /// The size of each read slab: the most one read call returns.
     public static let slabSize = 64 * 1024
 
+    /// Writing to a socket the peer reset raises SIGPIPE, whose default action
+    /// kills the process; a network server handles EPIPE as an error instead.
+    /// Done once, process-wide, before the first loop exists.
+    private static let ignoreSIGPIPE: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
+
     /// Create a loop owned by the calling thread.
     public init() throws(IOError) {
+        Loop.ignoreSIGPIPE
         raw = .allocate(capacity: 1)
         let result = uv_loop_init(raw)
         if result < 0 {

@@ -335,6 +335,14 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
             fail(TLSError.protocolError("closed during handshake"))
             return
         }
+        /*
+         * Send close_notify first (best effort: the transport tries to write it
+         * at once). Besides telling the peer the data is complete, it keeps the
+         * session resumable: OpenSSL marks a session bad when its connection is
+         * freed without a shutdown having been sent.
+         */
+        _ = SSL_shutdown(ssl)
+        flush()
         state = .closed
         transport.close()
     }
