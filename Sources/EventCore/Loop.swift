@@ -81,14 +81,13 @@ public final class Loop {
     ///
     /// Each owner is told as if its user had closed it: connections report
     /// `streamClosed`, timers stop, the job mailbox refuses further posts.
+    /// Handlers may open new handles while hearing that (a timer, a
+    /// reconnect); a sweeper closes those too on every following loop turn,
+    /// until nothing but itself is left.
     public func shutdown() {
         if isShuttingDown { return }
         isShuttingDown = true
-        var owners: [any HandleOwner] = []
-        withUnsafeMutablePointer(to: &owners) { list in
-            uv_walk(raw, loopWalkCallback, list)
-        }
-        for owner in owners { owner.closeForShutdown() }
+        ShutdownSweeper(loop: self).sweep()
     }
 
     /// close - release the loop after `run()` returned; every handle must be closed.
@@ -105,6 +104,50 @@ public final class Loop {
         raw.deallocate()
         closed = true
     }
+}
+
+/// Closes every open handle on a loop that is shutting down, once now and
+/// again before each later loop turn, then closes itself.
+///
+/// Confined to the loop's thread; exists only during shutdown.
+private final class ShutdownSweeper: HandleOwner {
+    private var prepare: UnsafeMutablePointer<uv_prepare_t>?   /* freed in handleDidClose */
+    private let loop: Loop
+
+    init(loop: Loop) {
+        self.loop = loop
+        let prepare = UnsafeMutablePointer<uv_prepare_t>.allocate(capacity: 1)
+        uv_prepare_init(loop.raw, prepare)
+        self.prepare = prepare
+        retainOwner(self, in: asHandle(prepare))
+        uv_prepare_start(prepare, sweeperCallback)
+    }
+
+    /// sweep - close every other open handle; close the sweeper when there are none.
+    func sweep() {
+        var owners: [any HandleOwner] = []
+        withUnsafeMutablePointer(to: &owners) { list in
+            uv_walk(loop.raw, loopWalkCallback, list)
+        }
+        owners.removeAll { $0 === self }
+        if owners.isEmpty {
+            if let prepare { closeHandle(asHandle(prepare)) }
+            return
+        }
+        for owner in owners { owner.closeForShutdown() }
+    }
+
+    func handleDidClose() {
+        prepare?.deallocate()
+        prepare = nil
+    }
+
+    func closeForShutdown() {}
+}
+
+private func sweeperCallback(_ prepare: UnsafeMutablePointer<uv_prepare_t>?) {
+    guard let prepare, prepare.pointee.data != nil else { return }
+    owner(of: asHandle(prepare), as: ShutdownSweeper.self).sweep()
 }
 
 /// loopWalkCallback - collect the owner of every open handle.

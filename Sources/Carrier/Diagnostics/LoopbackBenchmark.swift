@@ -121,6 +121,34 @@ public final class LoopbackBenchmark: Sendable {
         return done.wait()
     }
 
+    /// connections - open `count` connections (with a full TLS handshake when TLS), `concurrency`
+    /// at a time, closing each once established; returns the elapsed nanoseconds.
+    public func connections(_ count: Int, concurrency: Int = 1) throws -> UInt64 {
+        let done = BlockingResult<Result<UInt64, BenchmarkError>>()
+        client.execute { [echoAddress, clientTLS] loop in
+            let start = MonotonicClock.nanoseconds()
+            var started = 0
+            var finished = 0
+            func next() {
+                guard started < count else { return }
+                started += 1
+                connectStream(loop, to: echoAddress, tls: clientTLS) { result in
+                    switch result {
+                    case .success(let stream):
+                        stream.close()
+                        finished += 1
+                        if finished == count { done.set(.success(MonotonicClock.nanoseconds() - start)) }
+                        next()
+                    case .failure(let error):
+                        done.set(.failure(error))
+                    }
+                }
+            }
+            for _ in 0..<max(1, min(concurrency, count)) { next() }
+        }
+        return try done.wait().get()
+    }
+
     /// bulk - send `bytes` one way on a fresh connection; returns nanoseconds until the
     /// server confirmed receiving all of them (connection set-up not included).
     public func bulk(bytes: Int) throws -> UInt64 {

@@ -6,6 +6,7 @@ public struct LoopbackReport: Sendable {
     public struct Figures: Sendable {
         public let transport: LoopbackBenchmark.Transport
         public let roundTripsPerSecond: Double
+        public let connectionsPerSecond: Double
         public let bulkMiBPerSecond: Double
     }
 
@@ -26,11 +27,13 @@ public struct LoopbackReport: Sendable {
             /* A short warm-up, then the measured runs. */
             _ = rig.roundTrips(session, perConnection: max(1, roundTrips / 10), messageSize: messageSize)
             let echo = rig.roundTrips(session, perConnection: roundTrips, messageSize: messageSize)
+            let connects = try rig.connections(1_000, concurrency: 4)
             _ = try rig.bulk(bytes: min(bulkBytes, 16 << 20))
             let bulk = try rig.bulk(bytes: bulkBytes)
             return Figures(
                 transport: transport,
                 roundTripsPerSecond: Double(connections * roundTrips) / (Double(echo) / 1e9),
+                connectionsPerSecond: 1_000 / (Double(connects) / 1e9),
                 bulkMiBPerSecond: Double(bulkBytes) / Double(1 << 20) / (Double(bulk) / 1e9))
         }
         return LoopbackReport(connections: connections, messageSize: messageSize,
@@ -41,7 +44,9 @@ public struct LoopbackReport: Sendable {
     public var text: String {
         func row(_ f: Figures) -> String {
             let name = f.transport.rawValue.uppercased() + (f.transport == .tcp ? "  " : "  ")
-            return "  \(name) \(format(f.roundTripsPerSecond, 0).leftPad(12)) round trips/s   \(format(f.bulkMiBPerSecond, 0).leftPad(8)) MiB/s bulk"
+            return "  \(name) \(format(f.roundTripsPerSecond, 0).leftPad(9)) round trips/s  "
+                + "\(format(f.connectionsPerSecond, 0).leftPad(7)) connections/s\(f.transport == .tls ? " (full handshakes)" : "")  "
+                + "\(format(f.bulkMiBPerSecond, 0).leftPad(6)) MiB/s bulk"
         }
         return """
         Carrier event core over loopback (\(connections) echo connections, \(messageSize)-byte messages; one server and one client loop thread)

@@ -1,0 +1,28 @@
+// swift-tools-version:6.1
+//
+// Carrier's micro-benchmarks, run with `make bench` (swift package benchmark).
+// A separate package so the main build and CI never compile the benchmark
+// harness; it depends on the root package by path.
+import PackageDescription
+
+let package = Package(
+    name: "CarrierBenchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "Carrier", path: ".."),
+        .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "EventCoreBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "Carrier", package: "Carrier"),
+                .product(name: "EventCore", package: "Carrier"),
+            ],
+            path: "Benchmarks/EventCoreBenchmarks",
+            swiftSettings: [.swiftLanguageMode(.v6)],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+    ]
+)
