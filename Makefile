@@ -39,7 +39,8 @@ test: deps-test
 # The whole suite under AddressSanitizer, in its own build folder.
 sanitize: deps-test
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp \
+	    $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
 
 # Micro-benchmarks (ordo-one/package-benchmark); results go in Benchmarks/README.md.
 bench: deps-build
