@@ -38,11 +38,6 @@ void *carrier_SSL_get_app_data(const SSL *ssl)
     return SSL_get_app_data(ssl);
 }
 
-long carrier_BIO_set_mem_eof_return(BIO *bio, long value)
-{
-    return BIO_set_mem_eof_return(bio, value);
-}
-
 EVP_PKEY *carrier_EVP_EC_gen(const char *curve)
 {
     return EVP_EC_gen(curve);

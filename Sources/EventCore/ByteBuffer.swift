@@ -30,6 +30,10 @@ public struct ByteBuffer: Sendable {
         }
 
         deinit { bytes.deallocate() }
+
+        /// Shared by every empty buffer, so `ByteBuffer()` allocates nothing;
+        /// the first append moves to storage of its own (it is never unique).
+        static let empty = Storage(capacity: 0)
     }
 
     private(set) var storage: Storage
@@ -40,7 +44,7 @@ public struct ByteBuffer: Sendable {
 
     /// An empty buffer with room for `capacity` bytes before it grows.
     public init(capacity: Int = 0) {
-        storage = Storage(capacity: capacity)
+        storage = capacity > 0 ? Storage(capacity: capacity) : Storage.empty
         readerIndex = 0
         writerIndex = 0
     }
@@ -101,10 +105,18 @@ public struct ByteBuffer: Sendable {
     /// The readable bytes copied into an array (for tests and diagnostics; not the hot path).
     public var readableByteArray: [UInt8] { Array(readableView) }
 
-    /// reserveCapacity - ensure `count` writable bytes, growing and unsharing as needed.
+    /// reserveWritable - ensure `count` writable bytes, compacting, growing or unsharing as needed.
     public mutating func reserveWritable(_ count: Int) {
-        if isKnownUniquelyReferenced(&storage) && writableBytes >= count { return }
+        let unique = isKnownUniquelyReferenced(&storage)
+        if unique && writableBytes >= count { return }
         let live = readableBytes
+        if unique && storage.capacity - live >= count {
+            /* Enough room in total: move the readable bytes to the front instead of reallocating. */
+            storage.bytes.copyMemory(from: storage.bytes + readerIndex, byteCount: live)
+            readerIndex = 0
+            writerIndex = live
+            return
+        }
         var newCapacity = Swift.max(storage.capacity, 64)
         while newCapacity < live + count { newCapacity *= 2 }
         let fresh = Storage(capacity: newCapacity)
@@ -112,6 +124,11 @@ public struct ByteBuffer: Sendable {
         storage = fresh
         readerIndex = 0
         writerIndex = live
+    }
+
+    /// isUniquelyReferenced - true when no other buffer (or pending write) shares the storage.
+    mutating func isUniquelyReferenced() -> Bool {
+        isKnownUniquelyReferenced(&storage)
     }
 
     /// append - copy raw bytes to the end.

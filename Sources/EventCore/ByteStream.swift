@@ -38,7 +38,7 @@ public protocol ByteStream: AnyObject {
     var loop: Loop { get }
     /// Receives this stream's events; set it before `startReading()`.
     var handler: (any ByteStreamHandler)? { get set }
-    /// Bytes accepted by `write` and not yet handed to the kernel.
+    /// Bytes accepted by `write` and not yet confirmed written (the buffers still held).
     var queuedWriteBytes: Int { get }
     /// The queue size above which `isWritable` is false (default 1 MiB).
     var writeHighWaterMark: Int { get set }

@@ -34,6 +34,7 @@ public final class TCPConnection: ByteStream, HandleOwner {
     private let inbound: InboundBytes
     private var pending: [WriteRequest] = []                /* in flight, oldest first */
     private var pendingHead = 0                             /* index of the oldest in `pending` */
+    private var pendingBytes = 0                            /* bytes in `pending`, until their callbacks */
     private var spare: [WriteRequest] = []                  /* completed, ready for reuse */
     private var connectTimer: LoopTimer?
     private var connectCompletion: ((Result<TCPConnection, IOError>) -> Void)?
@@ -151,10 +152,14 @@ public final class TCPConnection: ByteStream, HandleOwner {
 
     public var isOpen: Bool { state == .open }
 
-    public var queuedWriteBytes: Int {
-        guard let tcp else { return 0 }
-        return uv_stream_get_write_queue_size(asStream(tcp))
-    }
+    /// Bytes in write requests whose completion has not been reported yet.
+    ///
+    /// Counted until the write callback, not until the kernel took them:
+    /// libuv reports even a write that finished at once on the next loop turn,
+    /// and until then the request still holds its buffers. A producer that
+    /// writes in a loop while `isWritable` would otherwise pile up memory
+    /// without limit inside one callback.
+    public var queuedWriteBytes: Int { pendingBytes }
 
     public var localAddress: SocketAddress? {
         guard let tcp else { return nil }
@@ -223,6 +228,8 @@ public final class TCPConnection: ByteStream, HandleOwner {
         }
         let request = spare.popLast() ?? WriteRequest()
         request.buffers.append(contentsOf: owners)
+        request.byteCount = 0
+        for index in first..<bufs.count { request.byteCount += Int(bufs[index].len) }
         request.request.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let remaining = UnsafeMutableBufferPointer(rebasing: bufs[first...])
         let result = uv_write(request.request, asStream(tcp), remaining.baseAddress, UInt32(remaining.count), tcpWriteCallback)
@@ -233,7 +240,8 @@ public final class TCPConnection: ByteStream, HandleOwner {
             return
         }
         pending.append(request)
-        if isWritable && queuedWriteBytes > writeHighWaterMark { isWritable = false }
+        pendingBytes += request.byteCount
+        if isWritable && pendingBytes > writeHighWaterMark { isWritable = false }
     }
 
     /// written - the oldest write request completed with `status`.
@@ -244,26 +252,29 @@ public final class TCPConnection: ByteStream, HandleOwner {
             pending.removeAll(keepingCapacity: true)
             pendingHead = 0
         }
+        pendingBytes -= request.byteCount
         request.buffers.removeAll(keepingCapacity: true)
         spare.append(request)
         if status < 0 {
             if status != UV_ECANCELED.rawValue { fail(IOError(status, "write")) }
             return
         }
-        if !isWritable && queuedWriteBytes <= writeHighWaterMark / 2 && state == .open {
+        if !isWritable && pendingBytes <= writeHighWaterMark / 2 && state == .open {
             isWritable = true
             handler?.streamWritable(self)
         }
     }
 
     public func startReading() {
-        guard state == .open, let tcp, !reading else { return }
-        let result = uv_read_start(asStream(tcp), tcpAllocCallback, tcpReadCallback)
-        if result < 0 {
-            fail(IOError(result, "read"))
-            return
+        guard state == .open, let tcp else { return }
+        if !reading {
+            let result = uv_read_start(asStream(tcp), tcpAllocCallback, tcpReadCallback)
+            if result < 0 {
+                fail(IOError(result, "read"))
+                return
+            }
+            reading = true
         }
-        reading = true
         if inbound.hasKept {
             let timer = resumeTimer ?? LoopTimer(loop: loop)
             resumeTimer = timer
@@ -362,6 +373,7 @@ public final class TCPConnection: ByteStream, HandleOwner {
 final class WriteRequest {
     let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
     var buffers: [ByteBuffer] = []
+    var byteCount = 0                   /* bytes this request writes */
     deinit { request.deallocate() }
 }
 

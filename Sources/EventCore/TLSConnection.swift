@@ -1,12 +1,14 @@
 // TLSConnection.swift - TLS over memory BIOs on top of a byte stream (implicit TLS and STARTTLS)
 //
-// OpenSSL never touches the socket. Ciphertext read by the transport is
-// written into the SSL's read BIO; SSL_read decrypts into the loop's plaintext
-// slab and the handler is shown the bytes in place, with the same
-// consumed-count rule as plain TCP. SSL_write encrypts into the write BIO and
-// we move what it holds to the transport as one buffer. So the event loop
-// stays in charge of all I/O, and one code path serves implicit TLS (port 465)
-// and an upgrade in the middle of a plaintext session (STARTTLS).
+// OpenSSL never touches the socket. Its BIO (TLSMemoryBIO) reads ciphertext
+// straight from the chunk the transport is delivering and writes ciphertext
+// straight into our outgoing buffer. Only the tail of a chunk that OpenSSL
+// has not asked for yet (part of a record) is copied, into `pendingCiphertext`,
+// and read first next time. SSL_read decrypts into the loop's plaintext slab
+// and the handler is shown the bytes in place, with the same consumed-count
+// rule as plain TCP. The event loop stays in charge of all I/O, and one code
+// path serves implicit TLS (port 465) and an upgrade in the middle of a
+// plaintext session (STARTTLS).
 //
 // The upgrade rule (RFC 3207 §5, CVE-2011-0411): when the TLS layer takes over
 // a transport it discards every plaintext byte the transport still holds,
@@ -33,9 +35,9 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
 
     let sessionCache: TLSSessionCache?      /* client: where new sessions go */
     let sessionKey: String?                 /* client: the destination's cache key */
-    private let ssl: OpaquePointer          /* SSL*, freed in deinit; owns both BIOs */
-    private let readBIO: OpaquePointer      /* ciphertext in */
-    private let writeBIO: OpaquePointer     /* ciphertext out */
+    private let ssl: OpaquePointer          /* SSL*, freed in deinit; owns the BIO */
+    private var cipherInput = UnsafeRawBufferPointer(start: nil, count: 0)  /* unread part of the chunk being delivered */
+    private var pendingCiphertext = ByteBuffer()  /* unread tail of earlier chunks; read before cipherInput */
     private var state = State.handshaking
     private var closeError: (any Error)?
     private let inbound = InboundBytes(limit: TCPConnection.defaultInboundLimit)
@@ -43,6 +45,8 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
     private var handshakeTimer: LoopTimer?
     private var completion: ((Result<TLSConnection, TLSError>) -> Void)?
     private var scratch = ByteBuffer()      /* coalesces small vectored writes into one record */
+    private var ciphertext = ByteBuffer()   /* written by the BIO, handed to the transport by flush() */
+    private var handedOver: [ByteBuffer] = [] /* earlier ciphertext buffers, reused once the transport lets go */
     private var resumeTimer: LoopTimer?     /* delivers data held back while reading was stopped */
 
     /// client - start a client handshake over `transport`.
@@ -100,24 +104,19 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
             completion(.failure(.fromQueue("SSL_new")))
             return nil
         }
-        guard let readBIO = BIO_new(BIO_s_mem()), let writeBIO = BIO_new(BIO_s_mem()) else {
-            SSL_free(ssl)
-            transport.close()
-            completion(.failure(.fromQueue("BIO_new")))
-            return nil
-        }
-        /* An empty read BIO means "wait for more", not end of file. */
-        _ = carrier_BIO_set_mem_eof_return(readBIO, -1)
-        _ = carrier_BIO_set_mem_eof_return(writeBIO, -1)
-        SSL_set_bio(ssl, readBIO, writeBIO)
         self.transport = transport
         self.ssl = ssl
-        self.readBIO = readBIO
-        self.writeBIO = writeBIO
         self.sessionCache = sessionCache
         self.sessionKey = sessionKey
         self.completion = completion
         _ = carrier_SSL_set_app_data(ssl, Unmanaged.passUnretained(self).toOpaque())
+        guard let bio = TLSMemoryBIO.make(for: self) else {
+            transport.close()
+            completion(.failure(.fromQueue("BIO_new")))
+            return nil
+        }
+        /* One BIO for both directions: SSL_set_bio takes its single reference. */
+        SSL_set_bio(ssl, bio, bio)
     }
 
     deinit { SSL_free(ssl) }
@@ -171,6 +170,8 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
             state = .open
             handshakeTimer?.close()
             handshakeTimer = nil
+            /* Until the user starts reading, leave further ciphertext with the transport. */
+            if !reading { transport.stopReading() }
             flush()
             let completion = self.completion
             self.completion = nil
@@ -208,15 +209,49 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
         }
     }
 
-    /// flush - move the ciphertext OpenSSL produced to the transport as one buffer.
+    /// flush - hand the ciphertext OpenSSL produced to the transport as one buffer.
+    ///
+    /// Buffers are recycled rather than freed: a buffer the transport sent at
+    /// once is free again immediately, one it queued is free after its write
+    /// completes. While the transport is backlogged (bulk transfer) up to
+    /// `maximumHandedOver` buffers circulate; allocating and freeing a 64 KiB
+    /// buffer per write instead makes the allocator hand back fresh pages, and
+    /// the page faults cost more than the encryption. Once the queue is empty
+    /// only one spare is kept.
     private func flush() {
-        let pending = Int(BIO_ctrl_pending(writeBIO))
-        guard pending > 0 else { return }
-        var out = ByteBuffer(capacity: pending)
-        out.withUnsafeMutableWritableBytes(minimumCapacity: pending) { tail in
-            Int(Swift.max(0, BIO_read(writeBIO, tail.baseAddress, Int32(pending))))
+        guard !ciphertext.isEmpty else { return }
+        transport.write(ciphertext)
+        if handedOver.count < TLSConnection.maximumHandedOver { handedOver.append(ciphertext) }
+        if transport.queuedWriteBytes == 0 && handedOver.count > 1 { handedOver.removeFirst(handedOver.count - 1) }
+        ciphertext = ByteBuffer()
+        for index in handedOver.indices where handedOver[index].isUniquelyReferenced() {
+            ciphertext = handedOver.remove(at: index)
+            ciphertext.clear()
+            break
         }
-        transport.write(out)
+    }
+
+    /// Most ciphertext buffers kept for reuse while the transport is backlogged.
+    private static let maximumHandedOver = 32
+
+    /// bioWrite - the BIO's write: take ciphertext for the transport.
+    func bioWrite(_ source: UnsafeRawPointer, count: Int) {
+        ciphertext.append(contentsOf: UnsafeRawBufferPointer(start: source, count: count))
+    }
+
+    /// bioRead - the BIO's read: copy ciphertext from the chunk being delivered; 0 when it is used up.
+    func bioRead(into destination: UnsafeMutableRawPointer, count: Int) -> Int {
+        if !pendingCiphertext.isEmpty {
+            let taken = Swift.min(count, pendingCiphertext.readableBytes)
+            destination.copyMemory(from: pendingCiphertext.readPointer, byteCount: taken)
+            pendingCiphertext.moveReaderIndex(forwardBy: taken)
+            return taken
+        }
+        let taken = Swift.min(count, cipherInput.count)
+        guard taken > 0, let base = cipherInput.baseAddress else { return 0 }
+        destination.copyMemory(from: base, byteCount: taken)
+        cipherInput = UnsafeRawBufferPointer(rebasing: cipherInput[taken...])
+        return taken
     }
 
     /// fail - end the connection with `error`; a pending handshake reports it.
@@ -280,9 +315,11 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
         flush()
     }
 
-    /// encrypt - SSL_write all of `bytes` into the write BIO (a memory BIO takes everything).
+    /// encrypt - SSL_write all of `bytes`; the BIO takes every record at once.
     private func encrypt(_ bytes: UnsafeRawBufferPointer) {
         guard state == .open, bytes.count > 0 else { return }
+        /* Room for the records and their headers and tags, so appends never regrow. */
+        ciphertext.reserveWritable(bytes.count + (bytes.count / 16_384 + 1) * 64)
         let written = SSL_write(ssl, bytes.baseAddress, Int32(bytes.count))
         if written <= 0 { fail(TLSError.fromQueue("write failed")) }
     }
@@ -290,13 +327,14 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
     public func startReading() {
         guard state != .closed, !reading else { return }
         reading = true
+        /* Ciphertext left unconsumed stays with the transport, which shows it again. */
         transport.startReading()
         /*
-         * Plaintext may be waiting from before a stop: kept bytes, a decrypted
-         * record, or ciphertext in the read BIO. Deliver it on the next loop
-         * turn, never from inside this call.
+         * Input may be waiting from before a stop: kept plaintext, the rest of
+         * a decrypted record, or buffered ciphertext. Deliver it on the next
+         * loop turn, never from inside this call.
          */
-        if state == .open && (inbound.hasKept || SSL_pending(ssl) > 0 || BIO_ctrl_pending(readBIO) > 0) {
+        if state == .open && (inbound.hasKept || SSL_pending(ssl) > 0 || !pendingCiphertext.isEmpty) {
             let timer = resumeTimer ?? LoopTimer(loop: loop)
             resumeTimer = timer
             timer.schedule(after: 0) { [unowned self] _ in resume() }
@@ -351,11 +389,14 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
 
     public func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int {
         guard state != .closed else { return bytes.count }
-        if BIO_write(readBIO, bytes.baseAddress, Int32(bytes.count)) != Int32(bytes.count) {
-            fail(TLSError.fromQueue("buffering ciphertext"))
-            return bytes.count
-        }
+        /* Not reading: leave the ciphertext with the transport (it stopped reading too). */
+        if state == .open && !reading { return 0 }
+        cipherInput = bytes
         advance()
+        if state != .closed && !cipherInput.isEmpty {
+            pendingCiphertext.append(contentsOf: cipherInput)
+        }
+        cipherInput = UnsafeRawBufferPointer(start: nil, count: 0)
         return bytes.count
     }
 

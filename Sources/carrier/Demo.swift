@@ -19,17 +19,21 @@ struct Demo: ParsableCommand {
     var messageSize = 64
 
     @Option(help: "Bulk transfer size in MiB.")
-    var bulkMiB = 512
+    var bulkMiB = 256
+
+    @Option(help: "Runs of each measurement; the figures are medians.")
+    var repetitions = 5
 
     func validate() throws {
-        guard connections > 0, roundTrips > 0, messageSize > 0, bulkMiB > 0 else {
+        guard connections > 0, roundTrips > 0, messageSize > 0, bulkMiB > 0, repetitions > 0 else {
             throw ValidationError("every count must be positive")
         }
     }
 
     func run() throws {
         let report = try LoopbackReport.measure(
-            connections: connections, roundTrips: roundTrips, messageSize: messageSize, bulkBytes: bulkMiB << 20)
+            connections: connections, roundTrips: roundTrips, messageSize: messageSize,
+            bulkBytes: bulkMiB << 20, repetitions: repetitions)
         print(report.text)
     }
 }

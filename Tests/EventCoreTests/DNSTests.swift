@@ -213,26 +213,40 @@ struct DNSTests {
     @Test func dnsmasqAnswersMXAAndAAAA() throws {
         let dnsmasq = "/usr/sbin/dnsmasq"
         try #require(access(dnsmasq, X_OK) == 0, "\(dnsmasq) is missing: install dnsmasq-base (make test does)")
-        let port = try freeLoopbackPort()
-        let pid = try spawn(dnsmasq, [
-            "--keep-in-foreground", "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces",
-            "--no-resolv", "--no-hosts", "--user=root", "--pid-file=", "--conf-file=/dev/null",
-            "--log-facility=/dev/null", "--local-ttl=300", "--local=/test/",
-            "--mx-host=example.test,mx2.example.test,20", "--mx-host=example.test,mx1.example.test,10",
-            "--host-record=mx1.example.test,127.0.0.1,::1",
-        ])
-        defer { terminate(pid) }
-        let server = "127.0.0.1:\(port)"
-
-        /* dnsmasq binds after it starts; ask until it answers, and notice if it died instead. */
-        var answered = false
-        for _ in 0..<50 where !answered {
-            var status: Int32 = 0
-            try #require(waitpid(pid, &status, WNOHANG) == 0, "dnsmasq exited early (wait status \(status))")
-            let probe = try lookup(server, timeoutMilliseconds: 100, tries: 1) { $0.queryMX("example.test", $1) }
-            if case .success = probe { answered = true } else { usleep(100_000) }
+        /*
+         * The free port is only free when we looked: another test's TCP client may take it
+         * (dnsmasq binds TCP too) before dnsmasq starts. If dnsmasq dies, try another port.
+         */
+        var started: (pid: pid_t, server: String)?
+        for _ in 0..<5 where started == nil {
+            let port = try freeLoopbackPort()
+            let pid = try spawn(dnsmasq, [
+                "--keep-in-foreground", "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces",
+                "--no-resolv", "--no-hosts", "--user=root", "--pid-file=", "--conf-file=/dev/null",
+                "--log-facility=/dev/null", "--local-ttl=300", "--local=/test/",
+                "--mx-host=example.test,mx2.example.test,20", "--mx-host=example.test,mx1.example.test,10",
+                "--host-record=mx1.example.test,127.0.0.1,::1",
+            ])
+            let server = "127.0.0.1:\(port)"
+            /* dnsmasq binds after it starts; ask until it answers, or notice that it died. */
+            var exited = false
+            for _ in 0..<50 {
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) != 0 {
+                    exited = true
+                    break
+                }
+                let probe = try lookup(server, timeoutMilliseconds: 100, tries: 1) { $0.queryMX("example.test", $1) }
+                if case .success = probe {
+                    started = (pid, server)
+                    break
+                }
+                usleep(100_000)
+            }
+            if started == nil && !exited { terminate(pid) }
         }
-        try #require(answered, "dnsmasq did not answer on \(server) within 5 s")
+        let (pid, server) = try #require(started, "dnsmasq did not start and answer on a free loopback port in 5 tries")
+        defer { terminate(pid) }
 
         let mx = try lookup(server) { $0.queryMX("example.test", $1) }
         #expect(try mx.get() == [

@@ -30,9 +30,6 @@ int carrier_SSL_set_tlsext_host_name(SSL *ssl, const char *name);
 int carrier_SSL_set_app_data(SSL *ssl, void *data);
 void *carrier_SSL_get_app_data(const SSL *ssl);
 
-/* BIO_set_mem_eof_return(): -1 makes an empty memory BIO say "retry". */
-long carrier_BIO_set_mem_eof_return(BIO *bio, long value);
-
 /* EVP_EC_gen(): a fresh EC key on the named curve ("P-256"). */
 EVP_PKEY *carrier_EVP_EC_gen(const char *curve);
 

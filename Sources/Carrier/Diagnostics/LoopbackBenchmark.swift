@@ -149,21 +149,34 @@ public final class LoopbackBenchmark: Sendable {
         return try done.wait().get()
     }
 
-    /// bulk - send `bytes` one way on a fresh connection; returns nanoseconds until the
-    /// server confirmed receiving all of them (connection set-up not included).
-    public func bulk(bytes: Int) throws -> UInt64 {
-        let done = BlockingResult<Result<UInt64, BenchmarkError>>()
+    /// A connection kept open for repeated bulk transfers.
+    ///
+    /// Its sender lives on the rig's client loop and is touched only there;
+    /// this handle just names it for the calling thread, hence unchecked.
+    public final class BulkSession: @unchecked Sendable {
+        fileprivate let sender: BulkSender
+        fileprivate init(_ sender: BulkSender) { self.sender = sender }
+    }
+
+    /// openBulkSession - connect (and handshake) one connection to the bulk sink.
+    public func openBulkSession() throws -> BulkSession {
+        let ready = BlockingResult<Result<BulkSession, BenchmarkError>>()
         client.execute { [sinkAddress, clientTLS] loop in
             connectStream(loop, to: sinkAddress, tls: clientTLS) { result in
-                switch result {
-                case .success(let stream):
-                    BulkSender(total: bytes) { done.set(.success($0)) }.start(on: stream)
-                case .failure(let error):
-                    done.set(.failure(error))
-                }
+                ready.set(result.map { BulkSession(BulkSender(stream: $0)) })
             }
         }
-        return try done.wait().get()
+        return try ready.wait().get()
+    }
+
+    /// bulk - send `bytes` one way on the session's connection; returns nanoseconds
+    /// until the server confirmed receiving all of them.
+    public func bulk(_ session: BulkSession, bytes: Int) -> UInt64 {
+        let done = BlockingResult<UInt64>()
+        client.execute { _ in
+            session.sender.send(bytes) { done.set($0) }
+        }
+        return done.wait()
     }
 }
 
@@ -261,62 +274,74 @@ final class PingPongClient: ByteStreamHandler {
     func streamClosed(_ stream: any ByteStream, error: (any Error)?) {}
 }
 
-/// Reads an 8-byte length, then that many bytes; answers one byte when all arrived.
+/// Reads frames of an 8-byte length and that many bytes; answers one byte per frame.
 private final class BulkSinkHandler: ByteStreamHandler {
-    private var expected: Int?
-    private var received = 0
+    private var remaining = 0                   /* payload bytes still due in this frame */
+    private var inFrame = false
+    private let ack = ByteBuffer(bytes: [1])
+
     func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int {
         var used = 0
-        if expected == nil {
-            guard bytes.count >= 8 else { return 0 }
-            expected = Int(UInt64(bigEndian: bytes.loadUnaligned(as: UInt64.self)))
-            used = 8
+        while used < bytes.count {
+            if !inFrame {
+                guard bytes.count - used >= 8 else { break }
+                remaining = Int(UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: used, as: UInt64.self)))
+                used += 8
+                inFrame = true
+            }
+            let take = min(remaining, bytes.count - used)
+            used += take
+            remaining -= take
+            if remaining == 0 {
+                inFrame = false
+                stream.write(ack)
+            }
         }
-        received += bytes.count - used
-        if received >= expected! { stream.write(ByteBuffer(bytes: [1])) }
-        return bytes.count
+        return used
     }
     func streamReadEOF(_ stream: any ByteStream) { stream.close() }
     func streamClosed(_ stream: any ByteStream, error: (any Error)?) {}
 }
 
-/// Writes a length header and `total` bytes of one shared 64 KiB chunk while writable.
-private final class BulkSender: ByteStreamHandler {
-    private let total: Int
-    private var sent = 0
-    private var start: UInt64 = 0
+/// Sends a length frame of one shared 64 KiB chunk, repeated while writable; loop-confined.
+final class BulkSender: ByteStreamHandler {
+    private let stream: any ByteStream
     private let chunk = ByteBuffer(bytes: [UInt8](repeating: 0x55, count: 64 * 1024))
-    private let done: (UInt64) -> Void
+    private var remaining = 0
+    private var start: UInt64 = 0
+    private var done: ((UInt64) -> Void)?
 
-    init(total: Int, done: @escaping (UInt64) -> Void) {
-        self.total = total
-        self.done = done
-    }
-
-    func start(on stream: any ByteStream) {
+    init(stream: any ByteStream) {
+        self.stream = stream
         stream.handler = self
         stream.startReading()
+    }
+
+    func send(_ total: Int, done: @escaping (UInt64) -> Void) {
+        self.done = done
+        remaining = total
         start = MonotonicClock.nanoseconds()
         var header = ByteBuffer(capacity: 8)
         withUnsafeBytes(of: UInt64(total).bigEndian) { header.append(contentsOf: $0) }
         stream.write(header)
-        pump(stream)
+        pump()
     }
 
-    private func pump(_ stream: any ByteStream) {
-        while sent < total && stream.isWritable {
-            let count = min(chunk.readableBytes, total - sent)
+    private func pump() {
+        while remaining > 0 && stream.isWritable {
+            let count = min(chunk.readableBytes, remaining)
             stream.write(chunk.prefix(count))
-            sent += count
+            remaining -= count
         }
     }
 
     func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int {
-        done(MonotonicClock.nanoseconds() - start)
-        stream.close()
+        let elapsed = MonotonicClock.nanoseconds() - start
+        done?(elapsed)
+        done = nil
         return bytes.count
     }
-    func streamWritable(_ stream: any ByteStream) { pump(stream) }
+    func streamWritable(_ stream: any ByteStream) { pump() }
     func streamReadEOF(_ stream: any ByteStream) {}
     func streamClosed(_ stream: any ByteStream, error: (any Error)?) {}
 }

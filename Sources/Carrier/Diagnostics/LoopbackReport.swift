@@ -12,33 +12,57 @@ public struct LoopbackReport: Sendable {
 
     public let connections: Int
     public let messageSize: Int
+    public let repetitions: Int
     public let tcp: Figures
     public let tls: Figures
 
     /// TLS bulk throughput as a fraction of plain TCP's.
     public var tlsBulkRatio: Double { tls.bulkMiBPerSecond / tcp.bulkMiBPerSecond }
 
-    /// measure - run both transports, one after the other, with the same settings.
-    public static func measure(connections: Int, roundTrips: Int, messageSize: Int, bulkBytes: Int) throws -> LoopbackReport {
-        func figures(_ transport: LoopbackBenchmark.Transport) throws -> Figures {
-            let rig = try LoopbackBenchmark.start(transport: transport)
-            defer { rig.stop() }
-            let session = try rig.openEchoSession(connections: connections)
-            /* A short warm-up, then the measured runs. */
+    /// measure - run both transports with the same settings.
+    ///
+    /// Both rigs run side by side and bulk transfers alternate between them,
+    /// `repetitions` each; every figure is the median of its runs, so a
+    /// passing disturbance on this machine moves one sample, not the result.
+    public static func measure(
+        connections: Int, roundTrips: Int, messageSize: Int, bulkBytes: Int, repetitions: Int = 5
+    ) throws -> LoopbackReport {
+        let tcpRig = try LoopbackBenchmark.start(transport: .tcp)
+        defer { tcpRig.stop() }
+        let tlsRig = try LoopbackBenchmark.start(transport: .tls)
+        defer { tlsRig.stop() }
+        let rigs = [tcpRig, tlsRig]
+
+        var echo: [[UInt64]] = [[], []]
+        var connect: [[UInt64]] = [[], []]
+        var bulk: [[UInt64]] = [[], []]
+        let echoSessions = try rigs.map { try $0.openEchoSession(connections: connections) }
+        let bulkSessions = try rigs.map { try $0.openBulkSession() }
+        for (rig, session) in zip(rigs, echoSessions) {
+            /* Warm-up: first touches of buffers, TCP windows opening. */
             _ = rig.roundTrips(session, perConnection: max(1, roundTrips / 10), messageSize: messageSize)
-            let echo = rig.roundTrips(session, perConnection: roundTrips, messageSize: messageSize)
-            let connects = try rig.connections(1_000, concurrency: 4)
-            _ = try rig.bulk(bytes: min(bulkBytes, 16 << 20))
-            let bulk = try rig.bulk(bytes: bulkBytes)
-            return Figures(
-                transport: transport,
-                roundTripsPerSecond: Double(connections * roundTrips) / (Double(echo) / 1e9),
-                connectionsPerSecond: 1_000 / (Double(connects) / 1e9),
-                bulkMiBPerSecond: Double(bulkBytes) / Double(1 << 20) / (Double(bulk) / 1e9))
         }
-        return LoopbackReport(connections: connections, messageSize: messageSize,
-                              tcp: try figures(.tcp), tls: try figures(.tls))
+        for (rig, session) in zip(rigs, bulkSessions) { _ = rig.bulk(session, bytes: min(bulkBytes, 16 << 20)) }
+        for _ in 0..<repetitions {
+            for index in rigs.indices {
+                echo[index].append(rigs[index].roundTrips(echoSessions[index], perConnection: roundTrips, messageSize: messageSize))
+                connect[index].append(try rigs[index].connections(connectionsPerRun, concurrency: 4))
+                bulk[index].append(rigs[index].bulk(bulkSessions[index], bytes: bulkBytes))
+            }
+        }
+        func figures(_ index: Int) -> Figures {
+            Figures(
+                transport: rigs[index].transport,
+                roundTripsPerSecond: Double(connections * roundTrips) / seconds(median(echo[index])),
+                connectionsPerSecond: Double(connectionsPerRun) / seconds(median(connect[index])),
+                bulkMiBPerSecond: Double(bulkBytes) / Double(1 << 20) / seconds(median(bulk[index])))
+        }
+        return LoopbackReport(connections: connections, messageSize: messageSize, repetitions: repetitions,
+                              tcp: figures(0), tls: figures(1))
     }
+
+    /// Connections opened (and, for TLS, fully handshaken) per measured run.
+    private static let connectionsPerRun = 500
 
     /// The report as aligned text.
     public var text: String {
@@ -49,12 +73,23 @@ public struct LoopbackReport: Sendable {
                 + "\(format(f.bulkMiBPerSecond, 0).leftPad(6)) MiB/s bulk"
         }
         return """
-        Carrier event core over loopback (\(connections) echo connections, \(messageSize)-byte messages; one server and one client loop thread)
+        Carrier event core over loopback: one server and one client loop thread; \(connections) echo connections, \(messageSize)-byte messages
+        (medians of \(repetitions) alternating runs)
         \(row(tcp))
         \(row(tls))
           TLS bulk throughput is \(format(tlsBulkRatio * 100, 1))% of plain TCP
         """
     }
+}
+
+/// median - the middle value (upper middle for an even count).
+private func median(_ values: [UInt64]) -> UInt64 {
+    values.sorted()[values.count / 2]
+}
+
+/// seconds - nanoseconds as seconds.
+private func seconds(_ nanoseconds: UInt64) -> Double {
+    Double(nanoseconds) / 1e9
 }
 
 /// format - a number with `decimals` digits after the point.
