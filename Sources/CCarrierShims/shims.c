@@ -18,11 +18,6 @@ long carrier_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode)
     return SSL_CTX_set_session_cache_mode(ctx, mode);
 }
 
-long carrier_SSL_CTX_set_mode(SSL_CTX *ctx, long mode)
-{
-    return SSL_CTX_set_mode(ctx, mode);
-}
-
 int carrier_SSL_set_tlsext_host_name(SSL *ssl, const char *name)
 {
     return (int) SSL_set_tlsext_host_name(ssl, name);
@@ -41,9 +36,4 @@ void *carrier_SSL_get_app_data(const SSL *ssl)
 EVP_PKEY *carrier_EVP_EC_gen(const char *curve)
 {
     return EVP_EC_gen(curve);
-}
-
-void carrier_OPENSSL_free(void *pointer)
-{
-    OPENSSL_free(pointer);
 }

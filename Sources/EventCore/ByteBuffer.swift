@@ -182,6 +182,13 @@ public struct ByteBuffer: Sendable {
         writerIndex += written
     }
 
+    /// commitWritten - `count` bytes were written straight into the writable tail
+    /// (by a socket read into storage this buffer owns alone).
+    mutating func commitWritten(_ count: Int) {
+        precondition(count >= 0 && count <= writableBytes, "committed more than the writable bytes")
+        writerIndex += count
+    }
+
     /// moveReaderIndex - consume `count` readable bytes.
     public mutating func moveReaderIndex(forwardBy count: Int) {
         precondition(count >= 0 && count <= readableBytes, "consumed more than is readable")

@@ -135,11 +135,3 @@ final class InboundBytes {
         kept.commitWritten(count)
     }
 }
-
-extension ByteBuffer {
-    /// commitWritten - bytes were written directly after the writer index.
-    mutating func commitWritten(_ count: Int) {
-        precondition(count >= 0 && count <= writableBytes)
-        withUnsafeMutableWritableBytes(minimumCapacity: 0) { _ in count }
-    }
-}

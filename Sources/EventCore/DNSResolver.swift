@@ -77,9 +77,10 @@ public struct DNSConfiguration: Sendable {
 ///
 /// Each completion runs on the loop thread exactly once: with the records,
 /// with the DNS answer as an error (`nxdomain`, `noData`), or with a failure
-/// (`timeout`, `serverFailure`, `cancelled`, ...). A query that fails before
-/// anything is sent (a closed resolver, a name c-ares refuses) completes
-/// before the query method returns, as `TCPConnection.connect` does.
+/// (`timeout`, `serverFailure`, `cancelled`, ...), and never before the query
+/// method returns: a query that fails before anything is sent (a closed
+/// resolver, a name c-ares refuses) completes on the next loop turn, as
+/// `TCPConnection.connect` does.
 ///
 /// While queries are in flight the resolver keeps itself alive. `close()`
 /// completes every pending query with `.cancelled` and releases the channel,
@@ -101,6 +102,7 @@ public final class DNSResolver {
     private var polls: [ares_socket_t: DNSSocketPoll] = [:]   /* one per socket c-ares watches */
     private var state = State.open
     private var depth = 0                           /* calls into c-ares now on the stack */
+    private var issuing = false                     /* inside ares_query: completions wait a turn */
 
     /// ares_library_init's status; c-ares wants it called once per process, before any channel.
     private static let libraryStatus: Int32 = ares_library_init(ARES_LIB_INIT_ALL)
@@ -214,13 +216,14 @@ public final class DNSResolver {
     ) {
         /* A loop that is shutting down has closed (or is closing) our timer: behave as closed. */
         if loop.isShuttingDown { close() }
+        /* Failures known at once are reported on the next turn, never inside this call. */
         guard state == .open, let channel else {
-            completion(.failure(.cancelled(name)))
+            loop.nextTurn { completion(.failure(.cancelled(name))) }
             return
         }
         /* A C string ends at the first NUL; a name holding one would be asked as a different name. */
         guard !name.utf8.contains(0) else {
-            completion(.failure(DNSError(aresStatus: ARES_EBADNAME, name: name)))
+            loop.nextTurn { completion(.failure(DNSError(aresStatus: ARES_EBADNAME, name: name))) }
             return
         }
         let pending = DNSQuery(resolver: self) { status, message in
@@ -235,17 +238,26 @@ public final class DNSResolver {
             }
         }
         let context = Unmanaged.passRetained(pending).toOpaque()
+        issuing = true
         callingAres {
             ares_query(channel, name, Int32(DNSMessage.classIN), Int32(type.rawValue), dnsQueryCallback, context)
         }
+        issuing = false
     }
 
     /// finish - a query's c-ares callback: report its outcome, or `.cancelled` once closing.
     fileprivate func finish(_ query: DNSQuery, status: Int32, message: UnsafeRawBufferPointer?) {
-        if state == .open {
+        let status = state == .open ? status : ARES_ECANCELLED
+        let message = state == .open ? message : nil
+        guard issuing else {
             query.deliver(status, message)
-        } else {
-            query.deliver(ARES_ECANCELLED, nil)
+            return
+        }
+        /* c-ares answered inside ares_query (a name it rejects): report on the next turn. */
+        let copy = message.map { Array($0) }
+        loop.nextTurn {
+            guard let copy else { return query.deliver(status, nil) }
+            copy.withUnsafeBytes { query.deliver(status, $0) }
         }
     }
 

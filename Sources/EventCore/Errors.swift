@@ -52,15 +52,16 @@ public struct IOError: Error, Equatable, Sendable, CustomStringConvertible {
         IOError(UV_ECANCELED.rawValue, operation)
     }
 
+    /// The peer closed the connection while `operation` still needed it.
+    public static func endOfStream(_ operation: String) -> IOError {
+        IOError(UV_EOF.rawValue, operation)
+    }
+
     /// A handler left more unconsumed input than the stream's limit allows.
     public static func inputOverLimit(_ operation: String) -> IOError {
         IOError(UV_ENOBUFS.rawValue, operation)
     }
 
-    /// An address or argument was not acceptable.
-    public static func invalidArgument(_ operation: String) -> IOError {
-        IOError(UV_EINVAL.rawValue, operation)
-    }
 }
 
 /// check - turn a libuv return value into a thrown `IOError`.
@@ -85,6 +86,9 @@ public enum TLSError: Error, Equatable, Sendable, CustomStringConvertible {
     case handshakeTimeout
     /// Any other protocol failure: bad record, version or cipher mismatch, alert from the peer.
     case protocolError(String)
+    /// The connection underneath failed or closed during the handshake (reset, EOF, closed
+    /// by the caller): a network problem, not a TLS one, so retrying may help.
+    case transport(IOError)
     /// A certificate, key or CA file could not be loaded, or a setting was refused.
     case configuration(String)
 
@@ -95,14 +99,18 @@ public enum TLSError: Error, Equatable, Sendable, CustomStringConvertible {
         case .nameMismatch(let s): return "TLS certificate name mismatch: \(s)"
         case .handshakeTimeout: return "TLS handshake timed out"
         case .protocolError(let s): return "TLS protocol error: \(s)"
+        case .transport(let error): return "TLS handshake interrupted: \(error)"
         case .configuration(let s): return "TLS configuration error: \(s)"
         }
     }
 
     /// handshakeFailure - classify a failed handshake from the verify result, then the error queue.
-    static func handshakeFailure(_ ssl: OpaquePointer) -> TLSError {
+    ///
+    /// The verify result decides only when verification was enforced:
+    /// without it a certificate problem cannot be what failed the handshake.
+    static func handshakeFailure(_ ssl: OpaquePointer, verifying: Bool) -> TLSError {
         let verify = Int32(SSL_get_verify_result(ssl))
-        if verify != X509_V_OK {
+        if verifying && verify != X509_V_OK {
             let text = String(cString: X509_verify_cert_error_string(Int(verify)))
             switch verify {
             case X509_V_ERR_CERT_HAS_EXPIRED, X509_V_ERR_CERT_NOT_YET_VALID:
@@ -162,11 +170,13 @@ public enum DNSError: Error, Equatable, Sendable, CustomStringConvertible {
     case cancelled(String)
     case other(String, code: Int32, message: String)
 
-    /// True when a later retry may succeed (SERVFAIL, timeout, refused, cancelled).
+    /// True when asking again later may succeed (SERVFAIL, timeout, refused).
+    /// A cancelled query is not temporary: the resolver was closed, and asking
+    /// it again at once would only be cancelled again.
     public var isTemporary: Bool {
         switch self {
-        case .nxdomain, .noData, .malformedResponse: return false
-        case .serverFailure, .timeout, .refused, .cancelled, .other: return true
+        case .nxdomain, .noData, .malformedResponse, .cancelled: return false
+        case .serverFailure, .timeout, .refused, .other: return true
         }
     }
 

@@ -25,7 +25,9 @@ public final class Loop {
     let readSlab: UnsafeMutableRawBufferPointer         /* socket reads land here */
     let plaintextSlab: UnsafeMutableRawBufferPointer    /* TLS decrypts into here */
     private(set) var jobs: Mailbox<LoopJob>!            /* cross-thread work */
-    private(set) var isShuttingDown = false
+    let nextTurnQueue: NextTurnQueue                    /* calls deferred to the next turn */
+    /// True once `shutdown()` was called: new connects fail with ECANCELED and timers do not start.
+    public private(set) var isShuttingDown = false
     private var closed = false
 
     /// The size of each read slab: the most one read call returns.
@@ -47,7 +49,13 @@ public final class Loop {
         }
         readSlab = .allocate(byteCount: Loop.slabSize, alignment: 16)
         plaintextSlab = .allocate(byteCount: Loop.slabSize, alignment: 16)
-        jobs = try Mailbox<LoopJob>(loop: self) { [unowned self] job in job(self) }
+        nextTurnQueue = NextTurnQueue(loop: raw)
+        do {
+            jobs = try Mailbox<LoopJob>(loop: self) { [unowned self] job in job(self) }
+        } catch {
+            close()
+            throw error
+        }
     }
 
     deinit {
@@ -71,6 +79,14 @@ public final class Loop {
         uv_run(raw, UV_RUN_ONCE) != 0
     }
 
+    /// nextTurn - run `call` on this loop's next turn (loop thread only).
+    ///
+    /// For completions that are known at once: reporting them from inside the
+    /// call that asked would let a retrying caller recurse without bound.
+    public func nextTurn(_ call: @escaping () -> Void) {
+        nextTurnQueue.add(call)
+    }
+
     /// execute - post a job to this loop; safe from any thread. False after shutdown.
     @discardableResult
     public func execute(_ job: @escaping LoopJob) -> Bool {
@@ -83,21 +99,31 @@ public final class Loop {
     /// `streamClosed`, timers stop, the job mailbox refuses further posts.
     /// Handlers may open new handles while hearing that (a timer, a
     /// reconnect); a sweeper closes those too on every following loop turn,
-    /// until nothing but itself is left.
+    /// until no other handle is left, open or closing. While shutting down,
+    /// `TCPConnection.connect` fails with ECANCELED (on the next turn) and
+    /// `LoopTimer.schedule` does nothing. Completions deferred to a next turn
+    /// still run; a handler that answers each refusal with a new attempt is
+    /// cut off after a bounded number of turns, its last completion dropped.
     public func shutdown() {
         if isShuttingDown { return }
         isShuttingDown = true
         ShutdownSweeper(loop: self).sweep()
     }
 
-    /// close - release the loop after `run()` returned; every handle must be closed.
+    /// close - release the loop after `run()` returned.
+    ///
+    /// If handles are still open or closing (the loop was run without
+    /// `shutdown()`), they are swept and the loop is run until libuv agrees
+    /// that none is left; the memory is never freed under a live handle.
     public func close() {
         if closed { return }
-        if uv_loop_alive(raw) != 0 || uv_loop_close(raw) != 0 {
-            /* Closing handles still have callbacks pending: let them finish. */
-            shutdown()
+        var rounds = 0
+        while uv_loop_close(raw) != 0 {
+            rounds += 1
+            precondition(rounds <= 1_000, "a libuv handle never finished closing")
+            isShuttingDown = true
+            ShutdownSweeper(loop: self).sweep()
             run()
-            uv_loop_close(raw)
         }
         readSlab.deallocate()
         plaintextSlab.deallocate()
@@ -113,6 +139,11 @@ public final class Loop {
 private final class ShutdownSweeper: HandleOwner {
     private var prepare: UnsafeMutablePointer<uv_prepare_t>?   /* freed in handleDidClose */
     private let loop: Loop
+    private var turns = 0                                       /* sweeps so far */
+
+    /// Turns to wait for deferred completions before dropping them: enough for
+    /// any chain of honest follow-ups, finite for a caller retrying for ever.
+    private static let patience = 1_000
 
     init(loop: Loop) {
         self.loop = loop
@@ -123,18 +154,21 @@ private final class ShutdownSweeper: HandleOwner {
         uv_prepare_start(prepare, sweeperCallback)
     }
 
-    /// sweep - close every other open handle; close the sweeper when there are none.
+    /// sweep - close every other open handle; retire when none is left, open or closing.
     func sweep() {
-        var owners: [any HandleOwner] = []
-        withUnsafeMutablePointer(to: &owners) { list in
-            uv_walk(loop.raw, loopWalkCallback, list)
+        var census = HandleCensus()
+        withUnsafeMutablePointer(to: &census) { census in
+            uv_walk(loop.raw, loopWalkCallback, census)
         }
-        owners.removeAll { $0 === self }
-        if owners.isEmpty {
+        let queue = loop.nextTurnQueue
+        census.open.removeAll { $0 === self || $0 === queue }
+        turns += 1
+        if census.open.isEmpty && census.closing == 0 && (queue.isEmpty || turns > ShutdownSweeper.patience) {
+            queue.close()
             if let prepare { closeHandle(asHandle(prepare)) }
             return
         }
-        for owner in owners { owner.closeForShutdown() }
+        for owner in census.open { owner.closeForShutdown() }
     }
 
     func handleDidClose() {
@@ -142,7 +176,10 @@ private final class ShutdownSweeper: HandleOwner {
         prepare = nil
     }
 
-    func closeForShutdown() {}
+    /// Another sweeper (from `Loop.close()`) found this one: one is enough.
+    func closeForShutdown() {
+        if let prepare { closeHandle(asHandle(prepare)) }
+    }
 }
 
 private func sweeperCallback(_ prepare: UnsafeMutablePointer<uv_prepare_t>?) {
@@ -150,8 +187,19 @@ private func sweeperCallback(_ prepare: UnsafeMutablePointer<uv_prepare_t>?) {
     owner(of: asHandle(prepare), as: ShutdownSweeper.self).sweep()
 }
 
-/// loopWalkCallback - collect the owner of every open handle.
+/// What a walk over the loop's handles found.
+private struct HandleCensus {
+    var open: [any HandleOwner] = []    /* owners of handles not yet closing */
+    var closing = 0                     /* handles whose close callback is still due */
+}
+
+/// loopWalkCallback - count closing handles and collect the owner of every open one.
 private func loopWalkCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?, _ arg: UnsafeMutableRawPointer?) {
-    guard let handle, let arg, uv_is_closing(handle) == 0, let owner = ownerForShutdown(handle) else { return }
-    arg.assumingMemoryBound(to: [any HandleOwner].self).pointee.append(owner)
+    guard let handle, let arg else { return }
+    let census = arg.assumingMemoryBound(to: HandleCensus.self)
+    if uv_is_closing(handle) != 0 {
+        census.pointee.closing += 1
+    } else if let owner = ownerForShutdown(handle) {
+        census.pointee.open.append(owner)
+    }
 }

@@ -13,11 +13,10 @@ import Synchronization
 /// A multi-producer, single-consumer queue whose consumer runs on one loop.
 ///
 /// `post` may be called from any thread. The consumer closure, `close()` and
-/// the initializer run on the owning loop's thread only. After `close()`,
-/// `post` returns `false` and the item is not delivered; items accepted
-/// before `close()` are delivered before the handle closes if the loop drains
-/// them in the same turn, otherwise dropped (a mailbox is closed when its loop
-/// shuts down).
+/// the initializer run on the owning loop's thread only. Every item `post`
+/// accepted is delivered: `close()` delivers what is still pending before it
+/// closes the handle. After `close()`, `post` returns `false` and the item is
+/// not delivered (a mailbox is closed when its loop shuts down).
 ///
 /// Sendable because the mutable state shared with producers (`pending`, the
 /// closed flag and the async handle pointer) lives inside a `Mutex`; the
@@ -32,6 +31,7 @@ public final class Mailbox<Item: Sendable>: @unchecked Sendable, HandleOwner {
     private let handle: UnsafeMutablePointer<uv_async_t>   /* owned; freed in handleDidClose */
     private let consumer: (Item) -> Void                    /* loop thread only */
     private var batch: [Item] = []                          /* loop thread only: reused storage */
+    private var draining = false                            /* loop thread only: inside drain() */
 
     /// Create a mailbox on `loop`; must be called on the loop's thread.
     public init(loop: Loop, consumer: @escaping (Item) -> Void) throws(IOError) {
@@ -63,12 +63,21 @@ public final class Mailbox<Item: Sendable>: @unchecked Sendable, HandleOwner {
     }
 
     /// drain - take everything pending and hand it to the consumer (loop thread).
+    ///
+    /// Not re-entered: an item whose consumer closes the mailbox (a stop job)
+    /// leaves the rest to the outer drain, which then takes whatever arrived
+    /// meanwhile, so each producer's items keep their order.
     fileprivate func drain() {
-        var items = batch
-        shared.withLock { swap(&$0.pending, &items) }
-        for item in items { consumer(item) }
-        items.removeAll(keepingCapacity: true)
-        batch = items
+        guard !draining else { return }
+        draining = true
+        defer { draining = false }
+        repeat {
+            var items = batch
+            shared.withLock { swap(&$0.pending, &items) }
+            for item in items { consumer(item) }
+            items.removeAll(keepingCapacity: true)
+            batch = items
+        } while shared.withLock({ $0.async == nil && !$0.pending.isEmpty })
     }
 
     /// close - refuse further posts and close the wake-up handle (loop thread).

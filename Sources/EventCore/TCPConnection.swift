@@ -40,6 +40,7 @@ public final class TCPConnection: ByteStream, HandleOwner {
     private var connectCompletion: ((Result<TCPConnection, IOError>) -> Void)?
     private var connectTimedOut = false
     private var reading = false
+    private var writeShutdown = false                       /* shutdownWrite() was called */
     private var resumeTimer: LoopTimer?                     /* re-presents kept input after startReading */
 
     /// Most unconsumed input kept for a handler before the connection fails (default 4 MiB).
@@ -54,9 +55,11 @@ public final class TCPConnection: ByteStream, HandleOwner {
     /// connect - open a connection to `address`, optionally from a local `source` address.
     ///
     /// `completion` runs on the loop thread with the open connection, or with
-    /// the error (`isTimeout` after `timeoutMilliseconds`, if non-zero). The
-    /// returned connection may be closed to cancel the attempt; the completion
-    /// then reports `ECANCELED`.
+    /// the error (`isTimeout` after `timeoutMilliseconds`, if non-zero), and
+    /// never before `connect` returns: a failure known at once (no socket, a
+    /// bad source address, a loop that is shutting down) is reported on the
+    /// next loop turn. The returned connection may be closed to cancel the
+    /// attempt; the completion then reports `ECANCELED`.
     @discardableResult
     public static func connect(
         loop: Loop,
@@ -69,6 +72,7 @@ public final class TCPConnection: ByteStream, HandleOwner {
         let connection = TCPConnection(loop: loop, state: .connecting, inboundLimit: inboundLimit)
         connection.connectCompletion = completion
         do throws(IOError) {
+            if loop.isShuttingDown { throw IOError.cancelled("connect") }
             let tcp = try connection.openHandle(family: address.family)
             if let source {
                 try source.withSockaddr { sockaddr throws(IOError) in
@@ -91,7 +95,7 @@ public final class TCPConnection: ByteStream, HandleOwner {
                 }
             }
         } catch {
-            connection.failConnect(error)
+            connection.failConnect(error, later: true)
         }
         return connection
     }
@@ -123,14 +127,19 @@ public final class TCPConnection: ByteStream, HandleOwner {
         return tcp
     }
 
-    /// failConnect - report a failed connect once and close.
-    private func failConnect(_ error: IOError) {
+    /// failConnect - report a failed connect once (now, or on the next turn) and close.
+    private func failConnect(_ error: IOError, later: Bool = false) {
         connectTimer?.close()
         connectTimer = nil
         let completion = connectCompletion
         connectCompletion = nil
         if tcp != nil { close() } else { state = .closed }
-        completion?(.failure(error))
+        guard let completion else { return }
+        if later {
+            loop.nextTurn { completion(.failure(error)) }
+        } else {
+            completion(.failure(error))
+        }
     }
 
     /// connected - the connect request finished with `status`.
@@ -251,6 +260,10 @@ public final class TCPConnection: ByteStream, HandleOwner {
         if pendingHead == pending.count {
             pending.removeAll(keepingCapacity: true)
             pendingHead = 0
+        } else if pendingHead >= 64 && pendingHead > pending.count / 2 {
+            /* Writes never fully drained: drop the completed front so the array stays bounded. */
+            pending.removeFirst(pendingHead)
+            pendingHead = 0
         }
         pendingBytes -= request.byteCount
         request.buffers.removeAll(keepingCapacity: true)
@@ -329,7 +342,8 @@ public final class TCPConnection: ByteStream, HandleOwner {
     }
 
     public func shutdownWrite() {
-        guard state == .open, let tcp else { return }
+        guard state == .open, let tcp, !writeShutdown else { return }
+        writeShutdown = true
         let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         let result = uv_shutdown(request, asStream(tcp), tcpShutdownCallback)
         if result < 0 {

@@ -128,11 +128,22 @@ public struct TLSCertificate: Sendable, Equatable {
 }
 
 /// writeFile - create or replace a file with `text`, with the given permission bits.
+///
+/// The mode is set with fchmod as well: open() applies it only to a new file,
+/// and an existing key file must not stay readable by others.
 private func writeFile(_ path: String, _ text: String, mode: mode_t) throws(IOError) {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
     if fd < 0 { throw IOError(-errno, "open \(path)") }
     defer { close(fd) }
-    var text = text
-    let written = text.withUTF8 { Glibc.write(fd, $0.baseAddress, $0.count) }
-    if written != text.utf8.count { throw IOError(-errno, "write \(path)") }
+    if fchmod(fd, mode) != 0 { throw IOError(-errno, "fchmod \(path)") }
+    let bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+        if written < 0 {
+            if errno == EINTR { continue }
+            throw IOError(-errno, "write \(path)")
+        }
+        done += written
+    }
 }

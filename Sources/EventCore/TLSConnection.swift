@@ -2,13 +2,11 @@
 //
 // OpenSSL never touches the socket. Its BIO (TLSMemoryBIO) reads ciphertext
 // straight from the chunk the transport is delivering and writes ciphertext
-// straight into our outgoing buffer. Only the tail of a chunk that OpenSSL
-// has not asked for yet (part of a record) is copied, into `pendingCiphertext`,
-// and read first next time. SSL_read decrypts into the loop's plaintext slab
-// and the handler is shown the bytes in place, with the same consumed-count
-// rule as plain TCP. The event loop stays in charge of all I/O, and one code
-// path serves implicit TLS (port 465) and an upgrade in the middle of a
-// plaintext session (STARTTLS).
+// straight into our outgoing buffer; OpenSSL keeps partial records itself.
+// SSL_read decrypts into the loop's plaintext slab and the handler is shown
+// the bytes in place, with the same consumed-count rule as plain TCP. The
+// event loop stays in charge of all I/O, and one code path serves implicit
+// TLS (port 465) and an upgrade in the middle of a plaintext session (STARTTLS).
 //
 // The upgrade rule (RFC 3207 §5, CVE-2011-0411): when the TLS layer takes over
 // a transport it discards every plaintext byte the transport still holds,
@@ -22,9 +20,10 @@ import CCarrierShims
 ///
 /// Confined to its loop's thread. Created by `client(...)` or `server(...)`,
 /// which take over the transport (its handler becomes this object) and start
-/// the handshake; the completion runs once, with the connection ready for
-/// application data or with a `TLSError` (the transport is closed then). After
-/// that it behaves as any `ByteStream`; closing it closes the transport.
+/// the handshake; the completion runs once, never before the call returns,
+/// with the connection ready for application data or with a `TLSError` (the
+/// transport is closed then). After that it behaves as any `ByteStream`;
+/// closing it sends close_notify and closes the transport.
 public final class TLSConnection: ByteStream, ByteStreamHandler {
     private enum State { case handshaking, open, closed }
 
@@ -34,27 +33,33 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
     public var loop: Loop { transport.loop }
 
     let sessionCache: TLSSessionCache?      /* client: where new sessions go */
-    let sessionKey: String?                 /* client: the destination's cache key */
+    let sessionCacheKey: String?            /* client: context scope + destination */
     private let ssl: OpaquePointer          /* SSL*, freed in deinit; owns the BIO */
-    private var cipherInput = UnsafeRawBufferPointer(start: nil, count: 0)  /* unread part of the chunk being delivered */
-    private var pendingCiphertext = ByteBuffer()  /* unread tail of earlier chunks; read before cipherInput */
+    private let verifiesPeer: Bool          /* client context enforces verification */
     private var state = State.handshaking
     private var closeError: (any Error)?
-    private let inbound = InboundBytes(limit: TCPConnection.defaultInboundLimit)
     private var reading = false
-    private var handshakeTimer: LoopTimer?
+    private var peerFinished = false        /* close_notify received: EOF reported, input ignored */
+    private var discardRequested = false    /* discardBufferedInput() during a delivery */
     private var completion: ((Result<TLSConnection, TLSError>) -> Void)?
+    private var handshakeTimer: LoopTimer?
+    private var resumeTimer: LoopTimer?     /* delivers input held back while reading was stopped */
+
+    private var cipherInput = UnsafeRawBufferPointer(start: nil, count: 0)  /* unread part of the chunk being delivered */
+    private var pendingCiphertext = ByteBuffer()  /* ciphertext kept across deliveries; read before cipherInput */
+    private let inbound = InboundBytes(limit: TCPConnection.defaultInboundLimit)
     private var scratch = ByteBuffer()      /* coalesces small vectored writes into one record */
     private var ciphertext = ByteBuffer()   /* written by the BIO, handed to the transport by flush() */
     private var handedOver: [ByteBuffer] = [] /* earlier ciphertext buffers, reused once the transport lets go */
-    private var resumeTimer: LoopTimer?     /* delivers data held back while reading was stopped */
 
     /// client - start a client handshake over `transport`.
     ///
     /// `serverName` is sent as SNI (unless it is an IP literal) and checked
-    /// against the certificate when the context verifies peers. With a
-    /// `sessionCache`, a session stored under `sessionKey` (default: the server
-    /// name) is offered for resumption and new ones are stored there.
+    /// against the certificate when the context verifies peers; a verifying
+    /// context without a name fails with `.configuration`. With a
+    /// `sessionCache`, a session stored for this context and `sessionKey`
+    /// (default: the server name) is taken out and offered for resumption
+    /// (TLS 1.3 tickets are single-use), and new ones are stored there.
     @discardableResult
     public static func client(
         over transport: any ByteStream,
@@ -66,11 +71,15 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
         completion: @escaping (Result<TLSConnection, TLSError>) -> Void
     ) -> TLSConnection? {
         precondition(!context.isServer, "client handshake with a server context")
+        let key = (sessionKey ?? serverName).map { "\(context.cacheScope)|\($0)" }
         guard let connection = TLSConnection(
             transport: transport, context: context,
-            sessionCache: sessionCache, sessionKey: sessionKey ?? serverName, completion: completion)
+            sessionCache: sessionCache, sessionCacheKey: key, completion: completion)
         else { return nil }
-        connection.configureClient(serverName: serverName, verify: context.verifiesPeer)
+        if let error = connection.configureClient(serverName: serverName) {
+            connection.fail(error)
+            return nil
+        }
         connection.begin(timeout: handshakeTimeoutMilliseconds)
         return connection
     }
@@ -85,7 +94,7 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
     ) -> TLSConnection? {
         precondition(context.isServer, "server handshake with a client context")
         guard let connection = TLSConnection(
-            transport: transport, context: context, sessionCache: nil, sessionKey: nil, completion: completion)
+            transport: transport, context: context, sessionCache: nil, sessionCacheKey: nil, completion: completion)
         else { return nil }
         SSL_set_accept_state(connection.ssl)
         connection.begin(timeout: handshakeTimeoutMilliseconds)
@@ -96,46 +105,64 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
         transport: any ByteStream,
         context: TLSContext,
         sessionCache: TLSSessionCache?,
-        sessionKey: String?,
+        sessionCacheKey: String?,
         completion: @escaping (Result<TLSConnection, TLSError>) -> Void
     ) {
-        guard let ssl = SSL_new(context.raw) else {
-            transport.close()
-            completion(.failure(.fromQueue("SSL_new")))
-            return nil
+        let failure: TLSError?
+        if !transport.isOpen {
+            failure = .transport(.cancelled("TLS handshake: the connection is already closed"))
+        } else if let ssl = SSL_new(context.raw) {
+            self.transport = transport
+            self.ssl = ssl
+            self.verifiesPeer = context.verifiesPeer
+            self.sessionCache = sessionCache
+            self.sessionCacheKey = sessionCacheKey
+            self.completion = completion
+            _ = carrier_SSL_set_app_data(ssl, Unmanaged.passUnretained(self).toOpaque())
+            guard let bio = TLSMemoryBIO.make(for: self) else {
+                fail(TLSError.fromQueue("BIO_new"))
+                return nil
+            }
+            /* One BIO for both directions: SSL_set_bio takes its single reference. */
+            SSL_set_bio(ssl, bio, bio)
+            return
+        } else {
+            failure = .fromQueue("SSL_new")
         }
-        self.transport = transport
-        self.ssl = ssl
-        self.sessionCache = sessionCache
-        self.sessionKey = sessionKey
-        self.completion = completion
-        _ = carrier_SSL_set_app_data(ssl, Unmanaged.passUnretained(self).toOpaque())
-        guard let bio = TLSMemoryBIO.make(for: self) else {
-            transport.close()
-            completion(.failure(.fromQueue("BIO_new")))
-            return nil
-        }
-        /* One BIO for both directions: SSL_set_bio takes its single reference. */
-        SSL_set_bio(ssl, bio, bio)
+        /* Never report from inside the call that asked. */
+        transport.close()
+        let failed = failure!
+        transport.loop.nextTurn { completion(.failure(failed)) }
+        return nil
     }
 
     deinit { SSL_free(ssl) }
 
-    /// configureClient - SNI, name checks and the cached session for this destination.
-    private func configureClient(serverName: String?, verify: Bool) {
+    /// configureClient - SNI, name checks and the cached session; an error when a check cannot be set.
+    private func configureClient(serverName: String?) -> TLSError? {
         SSL_set_connect_state(ssl)
-        if let serverName {
-            if IPAddress(serverName) != nil {
-                if verify { X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName) }
-            } else {
-                _ = carrier_SSL_set_tlsext_host_name(ssl, serverName)
-                SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
-                if verify { _ = SSL_set1_host(ssl, serverName) }
+        guard let serverName else {
+            return verifiesPeer ? .configuration("certificate verification needs a server name") : nil
+        }
+        ERR_clear_error()
+        if IPAddress(serverName) != nil {
+            if verifiesPeer && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName) != 1 {
+                return .configurationFromQueue("checking IP address \(serverName)")
+            }
+        } else {
+            if carrier_SSL_set_tlsext_host_name(ssl, serverName) != 1 {
+                return .configurationFromQueue("server name \(serverName)")
+            }
+            SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
+            if verifiesPeer && SSL_set1_host(ssl, serverName) != 1 {
+                return .configurationFromQueue("checking host name \(serverName)")
             }
         }
-        if let key = sessionKey, let session = sessionCache?.session(for: key) {
-            _ = SSL_set_session(ssl, session.raw)
+        if let key = sessionCacheKey, let session = sessionCache?.take(for: key) {
+            /* A session that cannot be set just means a full handshake. */
+            if SSL_set_session(ssl, session.raw) != 1 { ERR_clear_error() }
         }
+        return nil
     }
 
     /// begin - take over the transport, drop its plaintext leftovers, start handshaking.
@@ -156,14 +183,13 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
     /// advance - run the handshake or read application data, then flush what OpenSSL wrote.
     private func advance() {
         if state == .handshaking {
+            ERR_clear_error()
             let result = SSL_do_handshake(ssl)
             if result != 1 {
                 let error = SSL_get_error(ssl, result)
-                if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE {
-                    flush()
-                } else {
-                    flush()
-                    fail(TLSError.handshakeFailure(ssl))
+                flush()
+                if error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE {
+                    fail(TLSError.handshakeFailure(ssl, verifying: verifiesPeer))
                 }
                 return
             }
@@ -183,19 +209,24 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
 
     /// readPlaintext - decrypt every complete record and show it to the handler.
     private func readPlaintext() {
-        while state == .open && reading, let handler {
+        while state == .open && reading && !peerFinished, let handler {
             let target = inbound.hasKept ? inbound.readTarget(minimum: 16 * 1024) : loop.plaintextSlab
+            ERR_clear_error()
             let count = SSL_read(ssl, target.baseAddress, Int32(target.count))
             if count <= 0 {
                 let error = SSL_get_error(ssl, count)
                 if error == SSL_ERROR_ZERO_RETURN {
+                    /* close_notify: report end of stream once; anything after it is ignored. */
+                    peerFinished = true
                     reading = false
+                    transport.stopReading()
                     handler.streamReadEOF(self)
                 } else if error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE {
                     fail(TLSError.fromQueue("read failed"))
                 }
                 return
             }
+            discardRequested = false
             let within: Bool
             if inbound.hasKept {
                 inbound.commitRead(Int(count))
@@ -206,7 +237,20 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
                 }
             }
             if !within { fail(IOError.inputOverLimit("read")) }
+            if discardRequested { dropBufferedInput() }
         }
+    }
+
+    /// dropBufferedInput - after a discard: forget the chunk being delivered and what OpenSSL holds.
+    private func dropBufferedInput() {
+        discardRequested = false
+        cipherInput = UnsafeRawBufferPointer(start: nil, count: 0)
+        pendingCiphertext.clear()
+        while state == .open {
+            ERR_clear_error()
+            if SSL_read(ssl, loop.plaintextSlab.baseAddress, Int32(loop.plaintextSlab.count)) <= 0 { break }
+        }
+        ERR_clear_error()
     }
 
     /// flush - hand the ciphertext OpenSSL produced to the transport as one buffer.
@@ -239,7 +283,7 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
         ciphertext.append(contentsOf: UnsafeRawBufferPointer(start: source, count: count))
     }
 
-    /// bioRead - the BIO's read: copy ciphertext from the chunk being delivered; 0 when it is used up.
+    /// bioRead - the BIO's read: copy kept ciphertext, then the chunk being delivered; 0 when both are used up.
     func bioRead(into destination: UnsafeMutableRawPointer, count: Int) -> Int {
         if !pendingCiphertext.isEmpty {
             let taken = Swift.min(count, pendingCiphertext.readableBytes)
@@ -265,7 +309,15 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
         transport.close()
         if wasHandshaking, let completion {
             self.completion = nil
-            completion(.failure(error as? TLSError ?? .protocolError(String(describing: error))))
+            let failure: TLSError
+            if let error = error as? TLSError {
+                failure = error
+            } else if let error = error as? IOError {
+                failure = .transport(error)
+            } else {
+                failure = .protocolError(String(describing: error))
+            }
+            completion(.failure(failure))
         }
     }
 
@@ -320,12 +372,13 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
         guard state == .open, bytes.count > 0 else { return }
         /* Room for the records and their headers and tags, so appends never regrow. */
         ciphertext.reserveWritable(bytes.count + (bytes.count / 16_384 + 1) * 64)
+        ERR_clear_error()
         let written = SSL_write(ssl, bytes.baseAddress, Int32(bytes.count))
         if written <= 0 { fail(TLSError.fromQueue("write failed")) }
     }
 
     public func startReading() {
-        guard state != .closed, !reading else { return }
+        guard state != .closed, !reading, !peerFinished else { return }
         reading = true
         /* Ciphertext left unconsumed stays with the transport, which shows it again. */
         transport.startReading()
@@ -358,19 +411,26 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
 
     public func shutdownWrite() {
         guard state == .open else { return }
-        _ = SSL_shutdown(ssl)
-        flush()
+        sendCloseNotify()
         transport.shutdownWrite()
+    }
+
+    /// sendCloseNotify - queue close_notify (once; OpenSSL ignores a repeat) and flush it.
+    private func sendCloseNotify() {
+        ERR_clear_error()
+        if SSL_shutdown(ssl) < 0 { ERR_clear_error() }
+        flush()
     }
 
     public func discardBufferedInput() {
         inbound.discard()
+        discardRequested = true
     }
 
     public func close() {
         guard state != .closed else { return }
         if state == .handshaking {
-            fail(TLSError.protocolError("closed during handshake"))
+            fail(IOError.cancelled("TLS handshake: closed by the caller"))
             return
         }
         /*
@@ -379,8 +439,7 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
          * session resumable: OpenSSL marks a session bad when its connection is
          * freed without a shutdown having been sent.
          */
-        _ = SSL_shutdown(ssl)
-        flush()
+        sendCloseNotify()
         state = .closed
         transport.close()
     }
@@ -388,7 +447,7 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
     // MARK: ByteStreamHandler (events from the transport)
 
     public func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int {
-        guard state != .closed else { return bytes.count }
+        guard state != .closed && !peerFinished else { return bytes.count }
         /* Not reading: leave the ciphertext with the transport (it stopped reading too). */
         if state == .open && !reading { return 0 }
         cipherInput = bytes
@@ -402,8 +461,10 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
 
     public func streamReadEOF(_ stream: any ByteStream) {
         if state == .handshaking {
-            fail(TLSError.protocolError("peer closed the connection during the handshake"))
-        } else if state == .open {
+            fail(IOError.endOfStream("TLS handshake: the peer closed the connection"))
+        } else if state == .open && !peerFinished {
+            /* FIN without close_notify: still the end of the stream, reported once. */
+            peerFinished = true
             reading = false
             handler?.streamReadEOF(self)
         }
@@ -415,7 +476,7 @@ public final class TLSConnection: ByteStream, ByteStreamHandler {
 
     public func streamClosed(_ stream: any ByteStream, error: (any Error)?) {
         if state == .handshaking {
-            fail(TLSError.protocolError("connection closed during the handshake: \(error.map { String(describing: $0) } ?? "by peer")"))
+            fail(error ?? IOError.endOfStream("TLS handshake: the connection closed"))
         }
         state = .closed
         handshakeTimer?.close()

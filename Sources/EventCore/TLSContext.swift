@@ -73,6 +73,12 @@ public final class TLSContext: @unchecked Sendable {
     public let isServer: Bool
     /// Client side: whether handshakes fail on an unverified peer.
     public let verifiesPeer: Bool
+    /// Distinguishes this context's sessions in a shared `TLSSessionCache`: a
+    /// resumed session skips certificate checks, so a session made under one
+    /// verification policy must never be offered under another.
+    let cacheScope: Int
+
+    private static let scopes = Atomic<Int>(0)
 
     /// client - a context for outgoing connections.
     public static func client(_ configuration: TLSClientConfiguration = .init()) throws(TLSError) -> TLSContext {
@@ -116,6 +122,7 @@ public final class TLSContext: @unchecked Sendable {
         self.raw = raw
         isServer = server
         verifiesPeer = verify
+        cacheScope = TLSContext.scopes.add(1, ordering: .relaxed).newValue
         if carrier_SSL_CTX_set_min_proto_version(raw, minimumVersion.openSSL) != 1 {
             throw .configurationFromQueue("setting the minimum TLS version")
         }
@@ -151,8 +158,10 @@ public final class TLSContext: @unchecked Sendable {
 
 /// A resumable TLS session (an owned `SSL_SESSION*`).
 ///
-/// Sendable: an SSL_SESSION is immutable once stored and reference-counted by
-/// OpenSSL with atomic operations.
+/// Sendable because it is handed over, never shared: the cache gives a
+/// session to one connection (`take`), and only that connection's thread
+/// touches it from then on. OpenSSL does write to a session (it marks one
+/// not resumable when its connection fails), so sharing would race.
 final class TLSSession: @unchecked Sendable {
     let raw: OpaquePointer                  /* SSL_SESSION*, one reference owned */
     init(taking raw: OpaquePointer) { self.raw = raw }
@@ -161,8 +170,11 @@ final class TLSSession: @unchecked Sendable {
 
 /// Client sessions kept per destination so reconnects resume.
 ///
-/// Safe from any thread (a mutex guards the table). Bounded: past
-/// `capacity` destinations the oldest entry is dropped.
+/// Safe from any thread (a mutex guards the table). Entries are keyed by the
+/// context they were made under and the destination, and taken out when used:
+/// TLS 1.3 tickets are meant for one resumption, and the resumed connection
+/// receives fresh ones. Bounded: past `capacity` destinations the oldest
+/// entry is dropped.
 public final class TLSSessionCache: Sendable {
     private struct Table {
         var sessions: [String: TLSSession] = [:]
@@ -179,8 +191,13 @@ public final class TLSSessionCache: Sendable {
     /// Number of destinations with a stored session.
     public var count: Int { table.withLock { $0.sessions.count } }
 
-    func session(for key: String) -> TLSSession? {
-        table.withLock { $0.sessions[key] }
+    /// take - remove and return the session stored for `key`.
+    func take(for key: String) -> TLSSession? {
+        table.withLock { table in
+            guard let session = table.sessions.removeValue(forKey: key) else { return nil }
+            table.order.removeAll { $0 == key }
+            return session
+        }
     }
 
     func store(_ session: TLSSession, for key: String) {
@@ -243,7 +260,7 @@ enum PEM {
 private func tlsNewSessionCallback(_ ssl: OpaquePointer?, _ session: OpaquePointer?) -> Int32 {
     guard let ssl, let session, let data = carrier_SSL_get_app_data(ssl) else { return 0 }
     let connection = Unmanaged<TLSConnection>.fromOpaque(data).takeUnretainedValue()
-    guard let cache = connection.sessionCache, let key = connection.sessionKey else { return 0 }
+    guard let cache = connection.sessionCache, let key = connection.sessionCacheKey else { return 0 }
     cache.store(TLSSession(taking: session), for: key)
     return 1   /* we took OpenSSL's reference */
 }

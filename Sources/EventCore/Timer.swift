@@ -10,12 +10,14 @@ import CLibUV
 /// merely stopped can be armed again.
 public final class LoopTimer: HandleOwner {
     private var handle: UnsafeMutablePointer<uv_timer_t>?   /* nil once closed */
+    private unowned let loop: Loop
     private var callback: ((LoopTimer) -> Void)?
     /// True once `close()` was called; the timer never fires again.
     public private(set) var isClosed = false
 
     /// Create a stopped timer on `loop`.
     public init(loop: Loop) {
+        self.loop = loop
         let handle = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
         /* uv_timer_init cannot fail: it only fills in the struct. */
         uv_timer_init(loop.raw, handle)
@@ -24,19 +26,22 @@ public final class LoopTimer: HandleOwner {
     }
 
     /// schedule - fire `callback` after `milliseconds`, then every `repeatEvery` ms if non-zero.
+    ///
+    /// Does nothing once the loop is shutting down: the timer is about to be
+    /// closed, and a timer started then could keep the loop alive.
     public func schedule(
         after milliseconds: UInt64,
         repeatEvery: UInt64 = 0,
         _ callback: @escaping (LoopTimer) -> Void
     ) {
-        guard let handle, !isClosed else { return }
+        guard let handle, !isClosed, !loop.isShuttingDown else { return }
         self.callback = callback
         uv_timer_start(handle, timerCallback, milliseconds, repeatEvery)
     }
 
     /// rearm - move the deadline of the current callback to `milliseconds` from now.
     public func rearm(after milliseconds: UInt64) {
-        guard let handle, !isClosed, callback != nil else { return }
+        guard let handle, !isClosed, !loop.isShuttingDown, callback != nil else { return }
         uv_timer_start(handle, timerCallback, milliseconds, uv_timer_get_repeat(handle))
     }
 

@@ -5,14 +5,42 @@ import EventCore
 import CarrierTesting
 import Testing
 
-/// On close, starts a repeating timer: a handler that opens handles during shutdown.
+/// On close, starts a repeating timer and calls `onClose`: a handler that opens handles during shutdown.
 private final class Stubborn: ByteStreamHandler {
     let loop: Loop
-    init(loop: Loop) { self.loop = loop }
+    let onClose: () -> Void
+    init(loop: Loop, onClose: @escaping () -> Void = {}) {
+        self.loop = loop
+        self.onClose = onClose
+    }
     func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int { bytes.count }
     func streamReadEOF(_ stream: any ByteStream) {}
     func streamClosed(_ stream: any ByteStream, error: (any Error)?) {
         LoopTimer(loop: loop).schedule(after: 10, repeatEvery: 10) { _ in }
+        onClose()
+    }
+}
+
+/// Reconnects whenever its connection ends, as a naive pool would.
+private final class Reconnector {
+    let loop: Loop
+    let target: SocketAddress
+    var attempts = 0
+    init(loop: Loop, target: SocketAddress) {
+        self.loop = loop
+        self.target = target
+    }
+    func connect() {
+        attempts += 1
+        TCPConnection.connect(loop: loop, to: target) { [self] result in
+            switch result {
+            case .success(let connection):
+                connection.handler = Stubborn(loop: loop) { [self] in connect() }
+                connection.startReading()
+            case .failure:
+                connect()
+            }
+        }
     }
 }
 
@@ -51,6 +79,28 @@ struct LoopTests {
                 connected.fulfill(true)
             }
             LoopTimer(loop: loop).schedule(after: 5, repeatEvery: 5) { _ in }
+        }
+        #expect(connected.wait(seconds: 10) == true)
+        let joined = TestWaiter<Bool>()
+        DispatchQueue.global().async {
+            thread.stopAndJoin()
+            joined.fulfill(true)
+        }
+        #expect(joined.wait(seconds: 10) == true, "the loop thread did not exit")
+    }
+
+    /// A handler that reconnects every time its connection ends cannot keep a stopping loop alive:
+    /// connects made during shutdown fail with ECANCELED.
+    @Test func reconnectingHandlerCannotBlockStop() throws {
+        let thread = try LoopThread.start(name: "loop-retry")
+        let connected = TestWaiter<Bool>()
+        thread.execute { loop in
+            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { accepted in
+                accepted.handler = Stubborn(loop: loop)
+                accepted.startReading()
+            }
+            Reconnector(loop: loop, target: listener.localAddress).connect()
+            LoopTimer(loop: loop).schedule(after: 50) { _ in connected.fulfill(true) }
         }
         #expect(connected.wait(seconds: 10) == true)
         let joined = TestWaiter<Bool>()

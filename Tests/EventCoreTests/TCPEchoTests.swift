@@ -103,6 +103,25 @@ struct TCPEchoTests {
         #expect(outcome.source == "127.0.0.2")
     }
 
+    /// A connect that fails before any I/O (a source address this host does not have)
+    /// reports on the next loop turn, never from inside the call.
+    @Test func earlyConnectFailureIsReportedLater() throws {
+        let thread = try LoopThread.start(name: "tcp-early")
+        defer { thread.stopAndJoin() }
+        let result = TestWaiter<(insideCall: Bool, error: IOError?)>()
+        thread.execute { loop in
+            var returned = false
+            /* 192.0.2.1 (TEST-NET-1) is never local: bind fails, nothing is sent anywhere. */
+            TCPConnection.connect(loop: loop, to: SocketAddress("127.0.0.1:9")!, from: SocketAddress("192.0.2.1:0")!) { outcome in
+                if case .failure(let error) = outcome { result.fulfill((!returned, error)) } else { result.fulfill((!returned, nil)) }
+            }
+            returned = true
+        }
+        let outcome = try #require(result.wait(seconds: 10))
+        #expect(outcome.insideCall == false)
+        #expect(outcome.error?.name == "EADDRNOTAVAIL")
+    }
+
     /// A closed port is refused; a listener that never accepts makes connect time out.
     @Test func refusedAndTimedOutConnects() throws {
         /* A raw socket with a full accept queue: Linux drops further SYNs. */

@@ -140,6 +140,114 @@ struct TLSTests {
         #expect(attempts == [.connected(resumed: false, version: "TLSv1.3"), .connected(resumed: true, version: "TLSv1.3")])
     }
 
+    /// A session made without verification is never offered by a verifying context, even
+    /// through the same cache and key: resuming would skip the certificate checks.
+    @Test func unverifiedSessionIsNotResumedUnderVerification() throws {
+        let thread = try LoopThread.start(name: "tls-scope")
+        defer { thread.stopAndJoin() }
+        let cache = TLSSessionCache()
+        let result = TestWaiter<[Attempt]>()
+        thread.execute { loop in
+            let listener = startTLSEchoServer(loop, PKI.selfSigned)
+            var attempts: [Attempt] = []
+            TCPConnection.connect(loop: loop, to: listener.localAddress) { tcp in
+                TLSConnection.client(over: try! tcp.get(), context: PKI.client(verify: false), serverName: "localhost",
+                                     sessionCache: cache) { outcome in
+                    let tls = try! outcome.get()
+                    attempts.append(.connected(resumed: tls.isSessionReused, version: tls.protocolVersion))
+                    EchoCheckingClient(seed: 2, total: 100) { _, _ in
+                        #expect(cache.count == 1)
+                        attempt(loop, to: listener.localAddress, context: PKI.client(), serverName: "localhost",
+                                cache: cache) { second in
+                            attempts.append(second)
+                            listener.close()
+                            result.fulfill(attempts)
+                        }
+                    }.start(on: tls)
+                }
+            }
+        }
+        let attempts = try #require(result.wait(seconds: 20))
+        #expect(attempts.count == 2)
+        #expect(attempts.first == .connected(resumed: false, version: "TLSv1.3"))
+        guard case .failed(.untrustedIssuer) = attempts.last else {
+            Issue.record("expected untrustedIssuer, got \(String(describing: attempts.last))")
+            return
+        }
+    }
+
+    /// close_notify followed by FIN is one end of stream, and a repeated half-close is harmless.
+    @Test func peerCloseIsReportedOnce() throws {
+        final class EndCounter: ByteStreamHandler {
+            var ends = 0
+            let report: (Int, (any Error)?) -> Void
+            init(report: @escaping (Int, (any Error)?) -> Void) { self.report = report }
+            func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int { bytes.count }
+            func streamReadEOF(_ stream: any ByteStream) {
+                ends += 1
+                stream.shutdownWrite()
+                stream.shutdownWrite()
+            }
+            func streamClosed(_ stream: any ByteStream, error: (any Error)?) { report(ends, error) }
+        }
+        let thread = try LoopThread.start(name: "tls-eof")
+        defer { thread.stopAndJoin() }
+        let result = TestWaiter<(ends: Int, error: String?)>()
+        thread.execute { loop in
+            let serverContext = PKI.server(PKI.localhost)
+            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { connection in
+                TLSConnection.server(over: connection, context: serverContext) { outcome in
+                    /* close_notify, then the transport closes (FIN). */
+                    (try? outcome.get())?.close()
+                }
+            }
+            TCPConnection.connect(loop: loop, to: listener.localAddress) { tcp in
+                TLSConnection.client(over: try! tcp.get(), context: PKI.client(), serverName: "localhost") { outcome in
+                    let tls = try! outcome.get()
+                    var closer: LoopTimer?
+                    tls.handler = EndCounter { ends, error in
+                        closer?.close()
+                        listener.close()
+                        result.fulfill((ends, error.map { String(describing: $0) }))
+                    }
+                    tls.startReading()
+                    /* After the peer's FIN has surely arrived, close our side. */
+                    closer = LoopTimer(loop: loop)
+                    closer?.schedule(after: 200) { _ in tls.close() }
+                }
+            }
+        }
+        let outcome = try #require(result.wait(seconds: 10))
+        #expect(outcome.ends == 1)
+        #expect(outcome.error == nil)
+    }
+
+    /// Starting TLS on a transport that already closed fails, on the next turn, as a transport error.
+    @Test func handshakeOverAClosedTransportFails() throws {
+        let thread = try LoopThread.start(name: "tls-closed")
+        defer { thread.stopAndJoin() }
+        let result = TestWaiter<(insideCall: Bool, error: TLSError?)>()
+        thread.execute { loop in
+            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { $0.close() }
+            TCPConnection.connect(loop: loop, to: listener.localAddress) { tcp in
+                let connection = try! tcp.get()
+                connection.close()
+                var returned = false
+                TLSConnection.client(over: connection, context: PKI.client(), serverName: "localhost") { outcome in
+                    listener.close()
+                    if case .failure(let error) = outcome { result.fulfill((!returned, error)) } else { result.fulfill((!returned, nil)) }
+                }
+                returned = true
+            }
+        }
+        let outcome = try #require(result.wait(seconds: 10))
+        #expect(outcome.insideCall == false)
+        guard case .transport = outcome.error else {
+            Issue.record("expected a transport error, got \(String(describing: outcome.error))")
+            return
+        }
+    }
+
     /// Verification against an IP address uses the certificate's IP SAN.
     @Test func verifiesAnIPAddressName() throws {
         let outcome = try runAttempt(certificate: PKI.localhost, serverName: "127.0.0.1")

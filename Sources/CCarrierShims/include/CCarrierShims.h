@@ -20,9 +20,6 @@ int carrier_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
 /* SSL_CTX_set_session_cache_mode(). */
 long carrier_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode);
 
-/* SSL_CTX_set_mode(): e.g. SSL_MODE_ENABLE_PARTIAL_WRITE. */
-long carrier_SSL_CTX_set_mode(SSL_CTX *ctx, long mode);
-
 /* SSL_set_tlsext_host_name(): the SNI name a client sends. */
 int carrier_SSL_set_tlsext_host_name(SSL *ssl, const char *name);
 
@@ -32,8 +29,5 @@ void *carrier_SSL_get_app_data(const SSL *ssl);
 
 /* EVP_EC_gen(): a fresh EC key on the named curve ("P-256"). */
 EVP_PKEY *carrier_EVP_EC_gen(const char *curve);
-
-/* OPENSSL_free(). */
-void carrier_OPENSSL_free(void *pointer);
 
 #endif
