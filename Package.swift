@@ -16,7 +16,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "carrier", targets: ["carrier"]),
+        .library(name: "Bytes", targets: ["Bytes"]),
         .library(name: "EventCore", targets: ["EventCore"]),
+        .library(name: "SMTP", targets: ["SMTP"]),
         .library(name: "Carrier", targets: ["Carrier"]),
         .library(name: "CarrierTesting", targets: ["CarrierTesting"]),
     ],
@@ -32,14 +34,18 @@ let package = Package(
         // C shims for OpenSSL macros Swift cannot import; every symbol is prefixed `carrier_`.
         .target(name: "CCarrierShims", dependencies: ["COpenSSL"]),
 
+        // Contiguous byte buffers with stable addresses, shared by every layer that moves bytes.
+        .target(name: "Bytes", swiftSettings: strict),
         .target(
             name: "EventCore",
-            dependencies: ["CLibUV", "COpenSSL", "CCares", "CCarrierShims"],
+            dependencies: ["Bytes", "CLibUV", "COpenSSL", "CCares", "CCarrierShims"],
             swiftSettings: strict
         ),
+        // The SMTP protocol without I/O: parsers, session state machines, AUTH, encoder, addresses.
+        .target(name: "SMTP", dependencies: ["Bytes"], swiftSettings: strict),
         .target(
             name: "Carrier",
-            dependencies: ["EventCore"],
+            dependencies: ["EventCore", "SMTP"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -52,12 +58,17 @@ let package = Package(
         ),
         .target(
             name: "CarrierTesting",
-            dependencies: ["EventCore"],
+            dependencies: ["EventCore", "SMTP"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "EventCoreTests",
             dependencies: ["EventCore", "CarrierTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SMTPTests",
+            dependencies: ["SMTP", "EventCore", "CarrierTesting"],
             swiftSettings: strict
         ),
     ]

@@ -127,7 +127,7 @@ final class InboundBytes {
     /// readTarget - where the next socket read should land when bytes are kept.
     func readTarget(minimum: Int) -> UnsafeMutableRawBufferPointer {
         kept.reserveWritable(minimum)
-        return UnsafeMutableRawBufferPointer(start: kept.storage.bytes + kept.writerIndex, count: kept.writableBytes)
+        return UnsafeMutableRawBufferPointer(start: kept.writePointer, count: kept.writableBytes)
     }
 
     /// commitRead - `count` bytes were written at `readTarget`.

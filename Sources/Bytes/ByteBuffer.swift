@@ -80,7 +80,10 @@ public struct ByteBuffer: Sendable {
     public var writableBytes: Int { storage.capacity - writerIndex }
 
     /// Start of the readable bytes; valid while this buffer (or a copy) is alive and unmutated.
-    var readPointer: UnsafeMutableRawPointer { storage.bytes + readerIndex }
+    package var readPointer: UnsafeMutableRawPointer { storage.bytes + readerIndex }
+
+    /// Start of the writable tail; valid until the next mutation.
+    package var writePointer: UnsafeMutableRawPointer { storage.bytes + writerIndex }
 
     /// withUnsafeReadableBytes - borrow the readable bytes.
     @inlinable
@@ -91,7 +94,7 @@ public struct ByteBuffer: Sendable {
     }
 
     @usableFromInline
-    var readableView: UnsafeRawBufferPointer {
+    package var readableView: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: storage.bytes + readerIndex, count: readableBytes)
     }
 
@@ -127,7 +130,7 @@ public struct ByteBuffer: Sendable {
     }
 
     /// isUniquelyReferenced - true when no other buffer (or pending write) shares the storage.
-    mutating func isUniquelyReferenced() -> Bool {
+    package mutating func isUniquelyReferenced() -> Bool {
         isKnownUniquelyReferenced(&storage)
     }
 
@@ -184,7 +187,7 @@ public struct ByteBuffer: Sendable {
 
     /// commitWritten - `count` bytes were written straight into the writable tail
     /// (by a socket read into storage this buffer owns alone).
-    mutating func commitWritten(_ count: Int) {
+    package mutating func commitWritten(_ count: Int) {
         precondition(count >= 0 && count <= writableBytes, "committed more than the writable bytes")
         writerIndex += count
     }
