@@ -69,6 +69,7 @@ let package = Package(
         .testTarget(
             name: "SMTPTests",
             dependencies: ["SMTP", "EventCore", "CarrierTesting"],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
     ]
