@@ -106,6 +106,18 @@ public struct MessagePayload: Sendable {
 
     /// Octets announced with SIZE=.
     public var size: Int { normalized.readableBytes }
+
+    /// A payload encoded from a raw body: line endings normalised (or refused) and
+    /// long lines refused (or folded) by `policy`, once for BDAT and once dot-stuffed for DATA.
+    public init(encoding body: UnsafeRawBufferPointer, policy: EncoderPolicy = EncoderPolicy()) throws(EncodingError) {
+        var raw = policy
+        raw.dotStuffing = false
+        var stuffed = policy
+        stuffed.dotStuffing = true
+        normalized = try MessageEncoder.encodeWhole(body, policy: raw)
+        dotStuffed = try MessageEncoder.encodeWhole(body, policy: stuffed)
+        has8BitData = MessageEncoder.containsEightBitOctets(body)
+    }
 }
 
 /// DSN requests for one recipient (RFC 3461), sent only when the server offers DSN.
