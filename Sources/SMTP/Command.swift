@@ -113,7 +113,7 @@ public struct RecipientParameters: Hashable, Sendable {
     /// ORCPT= (RFC 3461 §4.2): the recipient as originally given.
     public struct OriginalRecipient: Hashable, Sendable {
         public var addressType: String  /* "rfc822", "utf-8", ... lowercased */
-        public var address: String      /* xtext-decoded; RFC 6533 \\x{..} escapes are kept as sent */
+        public var address: String      /* xtext-decoded; RFC 6533 \x{..} escapes are kept as sent */
 
         public init(addressType: String, address: String) {
             self.addressType = addressType

@@ -33,7 +33,8 @@ import Glibc
 /// A value owned by one server session; not shared between threads while in
 /// use. Feed it the unconsumed input from the front: after every call drop
 /// `consumed` octets, whatever the result; a nil result means more input is
-/// needed. Call again while results come, to take pipelined commands in
+/// needed (it may still consume octets: the skipped rest of an over-long
+/// line). Call again while results come, to take pipelined commands in
 /// order. Invariant: `consumed` never exceeds the input, and the parser keeps
 /// no bytes of its own, only whether it is skipping an over-long line.
 public struct CommandParser: Sendable {

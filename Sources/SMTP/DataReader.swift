@@ -20,9 +20,9 @@
 // not refused on receipt (Postel; the next hop may fold or refuse), only
 // counted in `longLineCount`.
 //
-// A line is one state machine step per octet only where it must be (at a
-// line start, around a CR); inside a line the reader finds the next CR or LF
-// with memchr and copies runs of whole lines to the body.
+// The state machine steps octet by octet only where it must (at a line
+// start, around a CR); inside a line the reader finds the next CR or LF with
+// memchr and copies runs of whole lines to the body.
 
 #if canImport(Glibc)
 import Glibc
