@@ -253,18 +253,7 @@ func runClientScript(_ script: String) throws -> String {
 struct ClientTranscriptTests {
     @Test(arguments: fixtureNames(prefix: "client-"))
     func transcript(name: String) throws {
-        let script = try #require(readFile("\(fixtureDirectory)/\(name).in"))
-        let produced = try runClientScript(script)
-        let referencePath = "\(fixtureDirectory)/\(name).ref"
-        guard let expected = readFile(referencePath) else {
-            if getenv("CARRIER_UPDATE_FIXTURES") != nil {
-                writeFile(referencePath, produced)
-                return
-            }
-            Issue.record("missing \(name).ref; produced:\n\(produced)")
-            return
-        }
-        #expect(produced == expected, "transcript \(name) differs")
+        try checkTranscript(name, run: runClientScript)
     }
 
     @Test func thereAreEnoughTranscripts() {

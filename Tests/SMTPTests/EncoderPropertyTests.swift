@@ -13,21 +13,6 @@ import Bytes
 import SMTP
 import Testing
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a small, seedable, well-mixed generator.
-private struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64          /* advanced by the golden gamma each step */
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// randomBody - a body made of random lines, each at most 998 octets of content.
 private func randomBody(_ random: inout SplitMix64) -> [UInt8] {
     var body: [UInt8] = []
@@ -61,24 +46,6 @@ private func randomBody(_ random: inout SplitMix64) -> [UInt8] {
         }
     }
     return body
-}
-
-/// normalized - the reference: every CRLF, lone CR and lone LF becomes CRLF; a final CRLF is added when missing.
-private func normalized(_ body: [UInt8]) -> [UInt8] {
-    var out: [UInt8] = []
-    var index = 0
-    while index < body.count {
-        let byte = body[index]
-        if byte == 13 || byte == 10 {
-            out += [13, 10]
-            index += byte == 13 && index + 1 < body.count && body[index + 1] == 10 ? 2 : 1
-        } else {
-            out.append(byte)
-            index += 1
-        }
-    }
-    if let last = out.last, last != 10 { out += [13, 10] }
-    return out
 }
 
 /// randomCuts - ascending chunk boundaries in `0...count`, sizes drawn from a random scale.

@@ -149,18 +149,7 @@ func runServerScript(_ script: String) throws -> String {
 struct ServerTranscriptTests {
     @Test(arguments: fixtureNames(prefix: "server-"))
     func transcript(name: String) throws {
-        let script = try #require(readFile("\(fixtureDirectory)/\(name).in"))
-        let produced = try runServerScript(script)
-        let referencePath = "\(fixtureDirectory)/\(name).ref"
-        guard let expected = readFile(referencePath) else {
-            if getenv("CARRIER_UPDATE_FIXTURES") != nil {
-                writeFile(referencePath, produced)
-                return
-            }
-            Issue.record("missing \(name).ref; produced:\n\(produced)")
-            return
-        }
-        #expect(produced == expected, "transcript \(name) differs")
+        try checkTranscript(name, run: runServerScript)
     }
 
     @Test func thereAreEnoughTranscripts() {

@@ -11,19 +11,6 @@ import CarrierTesting
 import SMTP
 import Testing
 
-/// A deterministic generator (SplitMix64) for reproducible random cases.
-private struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
-}
-
 /// What one conversation produced.
 private struct Conversation {
     var delivered: [ReceivedMessage] = []
@@ -35,7 +22,7 @@ private struct Conversation {
 /// converse - run a client and a server against each other until both are quiet.
 private func converse(client configuration: ClientConfiguration, server serverConfiguration: ServerConfiguration,
               users: [String: String] = [:], messages: [OutboundMessage], seed: UInt64 = 1) -> Conversation {
-    var random = SplitMix64(state: seed)
+    var random = SplitMix64(seed: seed)
     let crypto = TestCrypto(randomValues: [Array("0123456789abcdef".utf8), Array("fedcba9876543210".utf8)])
     let store = users.isEmpty ? nil : StaticCredentialStore(passwords: users, iterations: 4096, crypto: crypto)
     var client = ClientSession(configuration: configuration, crypto: crypto)
@@ -92,14 +79,14 @@ private func converse(client configuration: ClientConfiguration, server serverCo
         /* Move a random-sized piece each way. */
         var moved = false
         if !toServer.isEmpty && !serverUpgrading {
-            let piece = min(toServer.count, 1 + random.below(600))
+            let piece = min(toServer.count, 1 + Int.random(in: 0..<600, using: &random))
             let consumed = toServer.withUnsafeBytes { server.receive(UnsafeRawBufferPointer(rebasing: $0[..<piece]), into: &serverActions) }
             toServer.removeFirst(consumed)
             moved = consumed > 0 || !serverActions.isEmpty
             if serverUpgrading { toServer.removeAll() }
         }
         if !toClient.isEmpty && !clientUpgrading {
-            let piece = min(toClient.count, 1 + random.below(600))
+            let piece = min(toClient.count, 1 + Int.random(in: 0..<600, using: &random))
             let consumed = toClient.withUnsafeBytes { client.receive(UnsafeRawBufferPointer(rebasing: $0[..<piece]), into: &clientActions) }
             toClient.removeFirst(consumed)
             moved = moved || consumed > 0 || !clientActions.isEmpty
@@ -115,15 +102,15 @@ private func converse(client configuration: ClientConfiguration, server serverCo
 /// randomBody - lines of random text, dots, blank lines, UTF-8 and mixed line endings.
 private func randomBody(_ random: inout SplitMix64) -> [UInt8] {
     var body: [UInt8] = []
-    for _ in 0..<(1 + random.below(40)) {
-        switch random.below(6) {
+    for _ in 0..<(1 + Int.random(in: 0..<40, using: &random)) {
+        switch Int.random(in: 0..<6, using: &random) {
         case 0: body += Array(".".utf8)
         case 1: body += Array("..dots".utf8)
         case 2: body += Array("Grüße".utf8)
         default: break
         }
-        for _ in 0..<random.below(120) { body.append(UInt8(0x20 + random.below(0x5F))) }
-        switch random.below(4) {
+        for _ in 0..<Int.random(in: 0..<120, using: &random) { body.append(UInt8(0x20 + Int.random(in: 0..<0x5F, using: &random))) }
+        switch Int.random(in: 0..<4, using: &random) {
         case 0: body += [0x0A]
         case 1: body += [0x0D]
         default: body += [0x0D, 0x0A]
@@ -132,32 +119,12 @@ private func randomBody(_ random: inout SplitMix64) -> [UInt8] {
     return body
 }
 
-/// normalized - what a body becomes on the wire before stuffing: every line ending CRLF, ending in CRLF.
-private func normalized(_ body: [UInt8]) -> [UInt8] {
-    var out: [UInt8] = []
-    var index = 0
-    while index < body.count {
-        let byte = body[index]
-        if byte == 0x0D {
-            out += [0x0D, 0x0A]
-            if index + 1 < body.count && body[index + 1] == 0x0A { index += 1 }
-        } else if byte == 0x0A {
-            out += [0x0D, 0x0A]
-        } else {
-            out.append(byte)
-        }
-        index += 1
-    }
-    if out.count < 2 || out.suffix(2) != [0x0D, 0x0A] { out += [0x0D, 0x0A] }
-    return out
-}
-
 @Suite("Client and server sessions together")
 struct SessionPairTests {
     /// Random bodies through every combination of pipelining and chunking arrive exactly.
     @Test(arguments: [(true, true), (true, false), (false, true), (false, false)])
     func bodiesArriveExactly(pipelining: Bool, chunking: Bool) throws {
-        var random = SplitMix64(state: pipelining ? (chunking ? 11 : 12) : (chunking ? 13 : 14))
+        var random = SplitMix64(seed: pipelining ? (chunking ? 11 : 12) : (chunking ? 13 : 14))
         for round in 0..<50 {
             var clientConfiguration = ClientConfiguration(heloName: "client.test")
             clientConfiguration.chunking = chunking
@@ -165,7 +132,7 @@ struct SessionPairTests {
             serverConfiguration.pipelining = pipelining
             var messages: [OutboundMessage] = []
             var bodies: [[UInt8]] = []
-            for index in 0..<(1 + random.below(3)) {
+            for index in 0..<(1 + Int.random(in: 0..<3, using: &random)) {
                 let body = randomBody(&random)
                 bodies.append(body)
                 let payload = try body.withUnsafeBytes { try MessagePayload(encoding: $0, policy: EncoderPolicy(bareLineEndings: .normalize)) }
