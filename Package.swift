@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "Bytes", targets: ["Bytes"]),
         .library(name: "EventCore", targets: ["EventCore"]),
         .library(name: "SMTP", targets: ["SMTP"]),
+        .library(name: "SMTPStreams", targets: ["SMTPStreams"]),
         .library(name: "Carrier", targets: ["Carrier"]),
         .library(name: "CarrierTesting", targets: ["CarrierTesting"]),
     ],
@@ -43,6 +44,9 @@ let package = Package(
         ),
         // The SMTP protocol without I/O: parsers, session state machines, AUTH, encoder, addresses.
         .target(name: "SMTP", dependencies: ["Bytes"], swiftSettings: strict),
+        // SMTP sessions driven over EventCore streams: what the engine, the sink, the load
+        // generator and the listener share (TLS upgrades, timers, OpenSSL for SASL).
+        .target(name: "SMTPStreams", dependencies: ["EventCore", "SMTP"], swiftSettings: strict),
         .target(
             name: "Carrier",
             dependencies: ["EventCore", "SMTP"],
@@ -64,6 +68,11 @@ let package = Package(
         .testTarget(
             name: "EventCoreTests",
             dependencies: ["EventCore", "CarrierTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SMTPStreamsTests",
+            dependencies: ["SMTPStreams", "CarrierTesting"],
             swiftSettings: strict
         ),
         .testTarget(

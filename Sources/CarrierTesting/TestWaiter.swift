@@ -41,3 +41,26 @@ public final class TestCounter: Sendable {
     /// The current total.
     public var value: Int { count.load(ordering: .relaxed) }
 }
+
+/// A thread-safe list tests append to from loop threads and read at the end.
+public final class TestLog<Element: Sendable>: Sendable {
+    private let items = Mutex<[Element]>([])
+    public init() {}
+    /// append - add one element.
+    public func append(_ element: Element) { items.withLock { $0.append(element) } }
+    /// Everything appended so far, in order.
+    public var elements: [Element] { items.withLock { $0 } }
+}
+
+/// Keeps an object alive until the test process ends (a loop-confined delegate
+/// that its connection holds only weakly). Only ever appended to.
+public func keepAlive(_ object: AnyObject) {
+    kept.withLock { $0.append(KeptObject(object)) }
+}
+
+private final class KeptObject: @unchecked Sendable {
+    let object: AnyObject
+    init(_ object: AnyObject) { self.object = object }
+}
+
+private let kept = Mutex<[KeptObject]>([])

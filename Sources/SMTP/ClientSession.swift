@@ -93,6 +93,23 @@ public struct ClientSession: Sendable {
                                   maximumReplyLength: configuration.maximumReplyLength)
     }
 
+    /// How far the connection got before it could carry mail, for timing each phase.
+    public enum Stage: Hashable, Sendable {
+        case greeting, ehlo, startTLS, authentication, ready, closed
+    }
+
+    /// The stage the session is in now.
+    public var stage: Stage {
+        switch phase {
+        case .connecting, .greeting: return .greeting
+        case .ehlo, .helo: return .ehlo
+        case .startTLS, .upgrading: return .startTLS
+        case .authenticating: return .authentication
+        case .ready: return .ready
+        case .quitting, .closed: return .closed
+        }
+    }
+
     /// True while the session can carry further transactions (not failed, not quitting).
     public var isUsable: Bool { phase != .closed && phase != .quitting }
 

@@ -178,6 +178,14 @@ public struct ServerSession {
         flush(into: &actions)
     }
 
+    /// True while message octets (DATA or BDAT) are being read.
+    public var isReceivingData: Bool {
+        switch mode {
+        case .data, .chunk: return true
+        default: return false
+        }
+    }
+
     /// True once the session asked for the connection to be closed.
     public var isClosed: Bool {
         if case .closed = mode { return true }

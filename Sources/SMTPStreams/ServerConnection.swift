@@ -1,0 +1,256 @@
+// ServerConnection.swift - a ServerSession driven over an accepted TCP (and TLS) stream
+//
+// The protocol lives in SMTP.ServerSession; this class carries out what it
+// asks (write replies, upgrade to TLS, arm the idle timer, close) and hands
+// finished messages to a delegate that stores them and answers later. While
+// a message is with the delegate the stream stops reading, so a client that
+// pipelines the next commands waits in the kernel's buffers, not in ours.
+// The test sink adds a reply delay (a tarpit) here, so its replies keep their
+// order and STARTTLS still follows its 220.
+
+public import EventCore
+public import SMTP
+
+/// What a `ServerConnection` needs besides the session configuration.
+///
+/// A value; safe to send between threads.
+public struct ServerConnectionConfiguration: Sendable {
+    /// The SMTP side: what is offered and demanded.
+    public var session: ServerConfiguration
+    /// The server TLS context for STARTTLS or implicit TLS; nil means no TLS.
+    public var tls: TLSContext?
+    /// TLS from the first byte (port 465) instead of STARTTLS.
+    public var implicitTLS = false
+    /// Hold every reply back this long (fault injection: a slow server).
+    public var replyDelayMilliseconds: UInt64 = 0
+    /// How long a TLS handshake may take.
+    public var tlsHandshakeTimeoutMilliseconds: UInt64 = 30_000
+
+    public init(session: ServerConfiguration) {
+        self.session = session
+    }
+}
+
+/// Hears what a `ServerConnection` does, on its loop thread.
+public protocol ServerConnectionDelegate: AnyObject {
+    /// A message is complete. Store it, then call `answer` on the connection
+    /// (now or later, on this thread) with 250 or the refusal.
+    func serverConnection(_ connection: ServerConnection, received message: ReceivedMessage)
+    /// Bytes were read and handled (the sink's mid-DATA disconnects look at `isReceivingData` here).
+    func serverConnectionDidRead(_ connection: ServerConnection)
+    /// AUTH succeeded.
+    func serverConnection(_ connection: ServerConnection, authenticated user: String)
+    /// The connection is closed.
+    func serverConnectionClosed(_ connection: ServerConnection)
+}
+
+extension ServerConnectionDelegate {
+    public func serverConnectionDidRead(_ connection: ServerConnection) {}
+    public func serverConnection(_ connection: ServerConnection, authenticated user: String) {}
+}
+
+/// One accepted SMTP connection on one loop.
+///
+/// Confined to its loop's thread; keeps itself alive while open (its stream's
+/// handler is this object).
+public final class ServerConnection: ByteStreamHandler {
+    /// An action held back by the reply delay.
+    private enum Deferred {
+        case send(ByteBuffer)
+        case startTLS
+        case close
+    }
+
+    public let loop: Loop
+    public weak var delegate: (any ServerConnectionDelegate)?
+    public let configuration: ServerConnectionConfiguration
+    /// The client's address.
+    public let remoteAddress: SocketAddress?
+    private var session: ServerSession
+    private var stream: any ByteStream
+    private let tcp: TCPConnection
+    private let timer: LoopTimer
+    private var actions: [ServerAction] = []        /* reused for every event */
+    private var held: [(due: UInt64, action: Deferred)] = []   /* delayed, in order */
+    private var delayTimer: LoopTimer?
+    private var closed = false
+    private var performing = false                  /* inside perform(): nested events just queue */
+
+    /// start - take over an accepted connection and greet (after the TLS handshake for implicit TLS).
+    @discardableResult
+    public static func start(
+        _ tcp: TCPConnection, configuration: ServerConnectionConfiguration, policy: any ServerPolicy,
+        credentials: (any SMTPCredentialStore)?, crypto: any SASLCrypto, delegate: any ServerConnectionDelegate
+    ) -> ServerConnection {
+        let connection = ServerConnection(tcp, configuration: configuration, policy: policy,
+                                          credentials: credentials, crypto: crypto)
+        connection.delegate = delegate
+        connection.begin()
+        return connection
+    }
+
+    private init(_ tcp: TCPConnection, configuration: ServerConnectionConfiguration, policy: any ServerPolicy,
+                 credentials: (any SMTPCredentialStore)?, crypto: any SASLCrypto) {
+        self.loop = tcp.loop
+        self.tcp = tcp
+        self.stream = tcp
+        self.configuration = configuration
+        self.remoteAddress = tcp.remoteAddress
+        self.session = ServerSession(configuration: configuration.session, policy: policy,
+                                     credentials: credentials, crypto: crypto)
+        self.timer = LoopTimer(loop: tcp.loop)
+        actions.reserveCapacity(16)
+    }
+
+    private func begin() {
+        guard configuration.implicitTLS, let context = configuration.tls else {
+            attach(tcp)
+            session.start(into: &actions)
+            perform()
+            return
+        }
+        tcp.handler = self
+        TLSConnection.server(over: tcp, context: context,
+                             handshakeTimeoutMilliseconds: configuration.tlsHandshakeTimeoutMilliseconds) { [self] result in
+            guard case .success(let tls) = result else { return finish() }
+            attach(tls)
+            session.start(implicitTLS: true, into: &actions)
+            perform()
+        }
+    }
+
+    private func attach(_ stream: any ByteStream) {
+        self.stream = stream
+        stream.handler = self
+        stream.startReading()
+    }
+
+    /// True while message octets are being read (DATA or BDAT).
+    public var isReceivingData: Bool { session.isReceivingData }
+
+    /// True once TLS is up.
+    public var isTLS: Bool { session.isTLS }
+
+    /// answer - the delegate's decision about the message it was given: 250, or a refusal.
+    public func answer(_ reply: Reply) {
+        guard !closed else { return }
+        if reply.isPositiveCompletion {
+            session.messageAccepted(reply, into: &actions)
+        } else {
+            session.messageRejected(reply, into: &actions)
+        }
+        perform()
+        /* On the next turn, input the client pipelined meanwhile is shown again. */
+        stream.startReading()
+    }
+
+    /// close - drop the connection now (fault injection, shutdown).
+    public func close() {
+        stream.close()
+    }
+
+    // MARK: Actions
+
+    /// perform - carry out the session's actions in order.
+    ///
+    /// The delegate may answer a message from inside `received` (a sink does);
+    /// the session then appends to the same action list and this loop goes on.
+    private func perform() {
+        guard !performing else { return }
+        performing = true
+        defer { performing = false }
+        var index = 0
+        while index < actions.count {
+            let action = actions[index]
+            index += 1
+            switch action {
+            case .send(let buffer): carryOut(.send(buffer))
+            case .startTLS: carryOut(.startTLS)
+            case .close: carryOut(.close)
+            case .armTimer(let milliseconds):
+                timer.schedule(after: milliseconds) { [unowned self] _ in
+                    session.timeoutFired(into: &actions)
+                    perform()
+                }
+            case .cancelTimer:
+                timer.cancel()
+            case .deliver(let message):
+                /* Nothing more is read until the delegate answers. */
+                stream.stopReading()
+                delegate?.serverConnection(self, received: message)
+            case .authenticated(let user):
+                delegate?.serverConnection(self, authenticated: user)
+            }
+        }
+        actions.removeAll(keepingCapacity: true)
+    }
+
+    /// carryOut - do a write, upgrade or close now, or after the reply delay (keeping the order).
+    private func carryOut(_ action: Deferred) {
+        let delay = configuration.replyDelayMilliseconds
+        guard delay > 0 else { return execute(action) }
+        let due = loop.now + delay
+        held.append((due, action))
+        if held.count == 1 {
+            let timer = delayTimer ?? LoopTimer(loop: loop)
+            delayTimer = timer
+            timer.schedule(after: delay) { [unowned self] _ in releaseHeld() }
+        }
+    }
+
+    /// releaseHeld - do the held actions whose time came; wait for the next one.
+    private func releaseHeld() {
+        let now = loop.now
+        var released = 0
+        while released < held.count && held[released].due <= now {
+            let action = held[released].action
+            released += 1
+            execute(action)
+        }
+        held.removeFirst(released)
+        if let next = held.first { delayTimer?.schedule(after: next.due - now) { [unowned self] _ in releaseHeld() } }
+    }
+
+    private func execute(_ action: Deferred) {
+        switch action {
+        case .send(let buffer):
+            stream.write(buffer)
+        case .close:
+            stream.close()
+        case .startTLS:
+            guard let context = configuration.tls else { return stream.close() }
+            TLSConnection.server(over: tcp, context: context,
+                                 handshakeTimeoutMilliseconds: configuration.tlsHandshakeTimeoutMilliseconds) { [self] result in
+                guard case .success(let tls) = result else { return finish() }
+                attach(tls)
+                session.tlsEstablished(into: &actions)
+                perform()
+            }
+        }
+    }
+
+    private func finish() {
+        guard !closed else { return }
+        closed = true
+        timer.close()
+        delayTimer?.close()
+        delegate?.serverConnectionClosed(self)
+    }
+
+    // MARK: ByteStreamHandler
+
+    public func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int {
+        let consumed = session.receive(bytes, into: &actions)
+        perform()
+        delegate?.serverConnectionDidRead(self)
+        return consumed
+    }
+
+    public func streamReadEOF(_ stream: any ByteStream) {
+        stream.close()
+    }
+
+    public func streamClosed(_ stream: any ByteStream, error: (any Error)?) {
+        finish()
+    }
+}

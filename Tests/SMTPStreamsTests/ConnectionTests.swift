@@ -1,0 +1,148 @@
+// ConnectionTests.swift - ClientConnection and ServerConnection over real loopback sockets
+
+import CarrierTesting
+import EventCore
+import SMTP
+import SMTPStreams
+import Testing
+
+private let authority = try! TLSCertificate.makeAuthority(commonName: "SMTPStreams Test CA")
+private let serverIdentity = try! authority.issue(commonName: "localhost", dnsNames: ["localhost"])
+
+/// Stores every message and answers 250 at once (or after `delay` ms); loop-confined.
+private final class Receiver: ServerConnectionDelegate {
+    let received: TestCounter
+    let bodies: TestLog<String>
+    let users: TestLog<String>
+    let delay: UInt64
+    var connections: [ObjectIdentifier: ServerConnection] = [:]
+
+    init(received: TestCounter, bodies: TestLog<String>, users: TestLog<String>, delay: UInt64 = 0) {
+        self.received = received
+        self.bodies = bodies
+        self.users = users
+        self.delay = delay
+    }
+
+    func serverConnection(_ connection: ServerConnection, received message: ReceivedMessage) {
+        bodies.append(String(decoding: message.body.readableByteArray, as: UTF8.self))
+        received.add()
+        let reply = Reply(code: 250, enhanced: EnhancedStatus(2, 0, 0), text: "2.0.0 Ok: queued")
+        guard delay > 0 else { return connection.answer(reply) }
+        LoopTimer(loop: connection.loop).schedule(after: delay) { timer in
+            connection.answer(reply)
+            timer.close()
+        }
+    }
+    func serverConnection(_ connection: ServerConnection, authenticated user: String) {
+        users.append(user)
+    }
+    func serverConnectionClosed(_ connection: ServerConnection) {
+        connections[ObjectIdentifier(connection)] = nil
+    }
+}
+
+/// Sends `count` messages as the connection becomes ready, then quits; loop-confined.
+private final class Sender: ClientConnectionDelegate {
+    let count: Int
+    var sent = 0
+    var results: [RecipientResult.Disposition] = []
+    var stages: [ClientConnectionStage] = []
+    let done: (Sender, ClientConnectionError?) -> Void
+
+    init(count: Int, done: @escaping (Sender, ClientConnectionError?) -> Void) {
+        self.count = count
+        self.done = done
+    }
+
+    func clientConnection(_ connection: ClientConnection, finished stage: ClientConnectionStage, nanoseconds: UInt64) {
+        stages.append(stage)
+    }
+    func clientConnectionReady(_ connection: ClientConnection) {
+        guard sent < count else { return connection.quit() }
+        /* Hand over everything at once: pipelining sends them back to back. */
+        while sent < count {
+            let body = Array("Subject: message \(sent)\r\n\r\nBody \(sent).\r\n.leading dot\r\n".utf8)
+            let payload = try! body.withUnsafeBytes { try MessagePayload(encoding: $0) }
+            let message = OutboundMessage(sender: try! ReversePath(parsing: "sender@example.test"),
+                                          recipients: [try! MailAddress(parsing: "r\(sent)@localhost")], payload: payload)
+            connection.send(message, tag: sent)
+            sent += 1
+        }
+    }
+    func clientConnection(_ connection: ClientConnection, completed result: TransactionResult, tag: Int, nanoseconds: UInt64) {
+        results += result.recipients.map(\.disposition)
+    }
+    func clientConnectionClosed(_ connection: ClientConnection, error: ClientConnectionError?) {
+        done(self, error)
+    }
+}
+
+@Suite("SMTP over sockets")
+struct ConnectionTests {
+    /// STARTTLS, SCRAM-SHA-256 and pipelined messages between the two drivers; every body arrives.
+    @Test(arguments: [false, true])
+    func messagesArriveOverTLSWithAuth(implicitTLS: Bool) throws {
+        let server = try LoopThread.start(name: "smtp-server")
+        let client = try LoopThread.start(name: "smtp-client")
+        defer {
+            client.stopAndJoin()
+            server.stopAndJoin()
+        }
+        let received = TestCounter()
+        let bodies = TestLog<String>()
+        let users = TestLog<String>()
+        let port = TestWaiter<UInt16>()
+        server.execute { loop in
+            var session = ServerConfiguration(hostname: "localhost")
+            session.startTLSAvailable = !implicitTLS
+            session.requireTLS = true
+            session.requireAuthentication = true
+            session.authMechanisms = [.scramSHA256, .plain]
+            var configuration = ServerConnectionConfiguration(session: session)
+            configuration.tls = try! TLSContext.server(TLSServerConfiguration(identity: .pem(serverIdentity)))
+            configuration.implicitTLS = implicitTLS
+            let crypto = OpenSSLCrypto()
+            let store = StaticCredentialStore(passwords: ["alice": "s3cret"], crypto: crypto)
+            let receiver = Receiver(received: received, bodies: bodies, users: users)
+            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { tcp in
+                let connection = ServerConnection.start(tcp, configuration: configuration, policy: AcceptAllPolicy(),
+                                                        credentials: store, crypto: crypto, delegate: receiver)
+                receiver.connections[ObjectIdentifier(connection)] = connection
+            }
+            port.fulfill(listener.localAddress.port)
+        }
+        let serverPort = try #require(port.wait(seconds: 10))
+        let outcome = TestWaiter<(results: [RecipientResult.Disposition], stages: [ClientConnectionStage], error: String?)>()
+        client.execute { loop in
+            var session = ClientConfiguration(heloName: "client.test")
+            session.tls = .required
+            session.credentials = .password("alice", "s3cret")
+            var configuration = ClientConnectionConfiguration(session: session)
+            var tls = TLSClientConfiguration()
+            tls.trustRoots = .pem(authority.certificatePEM)
+            configuration.tls = try! TLSContext.client(tls)
+            configuration.implicitTLS = implicitTLS
+            configuration.serverName = "localhost"
+            let sender = Sender(count: 20) { sender, error in
+                outcome.fulfill((sender.results, sender.stages, error.map { "\($0)" }))
+            }
+            ClientConnection.connect(loop: loop, to: SocketAddress(ip: IPAddress("127.0.0.1")!, port: serverPort),
+                                     configuration: configuration, crypto: OpenSSLCrypto(), delegate: sender)
+            /* The connection holds its delegate weakly. */
+            keepAlive(sender)
+        }
+        let result = try #require(outcome.wait(seconds: 30))
+        #expect(result.error == nil)
+        #expect(result.results.count == 20)
+        #expect(result.results.allSatisfy { $0 == .delivered })
+        /* STARTTLS means two EHLOs; implicit TLS shakes hands before the banner. */
+        #expect(result.stages == (implicitTLS
+            ? [.connect, .tlsHandshake, .banner, .ehlo, .authentication, .ready]
+            : [.connect, .banner, .ehlo, .tlsHandshake, .ehlo, .authentication, .ready]))
+        #expect(received.value == 20)
+        #expect(users.elements == ["alice"])
+        let arrived = bodies.elements
+        #expect(arrived.contains("Subject: message 7\r\n\r\nBody 7.\r\n.leading dot\r\n"))
+    }
+}
