@@ -20,12 +20,16 @@ let package = Package(
         .library(name: "EventCore", targets: ["EventCore"]),
         .library(name: "SMTP", targets: ["SMTP"]),
         .library(name: "SMTPStreams", targets: ["SMTPStreams"]),
+        .library(name: "Sink", targets: ["Sink"]),
+        .library(name: "Blast", targets: ["Blast"]),
         .library(name: "Carrier", targets: ["Carrier"]),
         .library(name: "CarrierTesting", targets: ["CarrierTesting"]),
     ],
     dependencies: [
         // Argument parsing for the thin `carrier` front end (builds in ~30 s; saves a hand parser).
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // HdrHistogram for the load generator's latency percentiles (small; pulls swift-numerics).
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // System libraries, found through pkg-config; `make` installs the apt providers.
@@ -47,6 +51,13 @@ let package = Package(
         // SMTP sessions driven over EventCore streams: what the engine, the sink, the load
         // generator and the listener share (TLS upgrades, timers, OpenSSL for SASL).
         .target(name: "SMTPStreams", dependencies: ["EventCore", "SMTP"], swiftSettings: strict),
+        // The test receiver (`carrier sink`) and the load generator (`carrier blast`).
+        .target(name: "Sink", dependencies: ["EventCore", "SMTP", "SMTPStreams"], swiftSettings: strict),
+        .target(
+            name: "Blast",
+            dependencies: ["EventCore", "SMTP", "SMTPStreams", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            swiftSettings: strict
+        ),
         .target(
             name: "Carrier",
             dependencies: ["EventCore", "SMTP"],
@@ -55,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "carrier",
             dependencies: [
-                "Carrier",
+                "Carrier", "Sink", "Blast",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -68,6 +79,16 @@ let package = Package(
         .testTarget(
             name: "EventCoreTests",
             dependencies: ["EventCore", "CarrierTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SinkTests",
+            dependencies: ["Sink", "SMTPStreams", "CarrierTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "BlastTests",
+            dependencies: ["Blast", "Sink", "SMTPStreams", "CarrierTesting"],
             swiftSettings: strict
         ),
         .testTarget(

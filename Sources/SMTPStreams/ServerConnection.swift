@@ -4,7 +4,11 @@
 // asks (write replies, upgrade to TLS, arm the idle timer, close) and hands
 // finished messages to a delegate that stores them and answers later. While
 // a message is with the delegate the stream stops reading, so a client that
-// pipelines the next commands waits in the kernel's buffers, not in ours.
+// pipelines the next commands waits in the kernel's buffers, not in ours. A
+// delegate that answers at once (the test sink) keeps the session going
+// through the rest of the same read, and every reply to one read leaves in
+// one write: a pipelining client then costs one read and one write per
+// batch, not a write per reply and a pause of the socket per message.
 // The test sink adds a reply delay (a tarpit) here, so its replies keep their
 // order and STARTTLS still follows its 220.
 
@@ -75,6 +79,10 @@ public final class ServerConnection: ByteStreamHandler {
     private var delayTimer: LoopTimer?
     private var closed = false
     private var performing = false                  /* inside perform(): nested events just queue */
+    private var awaitingAnswer = false              /* a message is with the delegate */
+    private var readingPaused = false               /* reading stopped until the delegate answers */
+    private var batching = false                    /* inside streamRead(): replies wait for one write */
+    private var batch: [ByteBuffer] = []            /* replies of this read, written together */
 
     /// start - take over an accepted connection and greet (after the TLS handshake for implicit TLS).
     @discardableResult
@@ -134,6 +142,7 @@ public final class ServerConnection: ByteStreamHandler {
     /// answer - the delegate's decision about the message it was given: 250, or a refusal.
     public func answer(_ reply: Reply) {
         guard !closed else { return }
+        awaitingAnswer = false
         if reply.isPositiveCompletion {
             session.messageAccepted(reply, into: &actions)
         } else {
@@ -141,7 +150,10 @@ public final class ServerConnection: ByteStreamHandler {
         }
         perform()
         /* On the next turn, input the client pipelined meanwhile is shown again. */
-        stream.startReading()
+        if readingPaused {
+            readingPaused = false
+            stream.startReading()
+        }
     }
 
     /// close - drop the connection now (fault injection, shutdown).
@@ -175,9 +187,13 @@ public final class ServerConnection: ByteStreamHandler {
             case .cancelTimer:
                 timer.cancel()
             case .deliver(let message):
-                /* Nothing more is read until the delegate answers. */
-                stream.stopReading()
+                awaitingAnswer = true
                 delegate?.serverConnection(self, received: message)
+                /* Nothing more is read until the delegate answers (unless it just did). */
+                if awaitingAnswer && !readingPaused {
+                    readingPaused = true
+                    stream.stopReading()
+                }
             case .authenticated(let user):
                 delegate?.serverConnection(self, authenticated: user)
             }
@@ -214,10 +230,12 @@ public final class ServerConnection: ByteStreamHandler {
     private func execute(_ action: Deferred) {
         switch action {
         case .send(let buffer):
-            stream.write(buffer)
+            if batching { batch.append(buffer) } else { stream.write(buffer) }
         case .close:
+            writeBatch()
             stream.close()
         case .startTLS:
+            writeBatch()
             guard let context = configuration.tls else { return stream.close() }
             TLSConnection.server(over: tcp, context: context,
                                  handshakeTimeoutMilliseconds: configuration.tlsHandshakeTimeoutMilliseconds) { [self] result in
@@ -227,6 +245,13 @@ public final class ServerConnection: ByteStreamHandler {
                 perform()
             }
         }
+    }
+
+    /// writeBatch - write the replies collected during this read, as one vectored write.
+    private func writeBatch() {
+        guard !batch.isEmpty else { return }
+        if batch.count == 1 { stream.write(batch[0]) } else { stream.write(contentsOf: batch) }
+        batch.removeAll(keepingCapacity: true)
     }
 
     private func finish() {
@@ -240,8 +265,21 @@ public final class ServerConnection: ByteStreamHandler {
     // MARK: ByteStreamHandler
 
     public func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int {
-        let consumed = session.receive(bytes, into: &actions)
-        perform()
+        /* Every reply to this read goes out in one write (RFC 2920 §3.2), even across messages. */
+        batching = true
+        var consumed = 0
+        while true {
+            let used = session.receive(UnsafeRawBufferPointer(rebasing: bytes[consumed...]), into: &actions)
+            consumed += used
+            perform()
+            /* A message answered inside `received` (a sink does) leaves the session ready for the
+               rest of this read. Go on with it here: the stream keeps the rest only after we
+               return, so the answer's startReading() cannot show it again, and a client that
+               pipelined its next transaction would wait for replies that never come. */
+            guard used > 0, consumed < bytes.count, self.stream.isOpen else { break }
+        }
+        batching = false
+        writeBatch()
         delegate?.serverConnectionDidRead(self)
         return consumed
     }

@@ -8,6 +8,10 @@ struct CarrierCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "carrier",
         abstract: "A high-throughput bulk SMTP delivery engine.",
-        subcommands: [Demo.self]
+        subcommands: [
+            Demo.self,
+            SinkCommand.self,
+            BlastCommand.self,
+        ]
     )
 }
