@@ -89,6 +89,7 @@ let package = Package(
         .testTarget(
             name: "BlastTests",
             dependencies: ["Blast", "Sink", "SMTPStreams", "CarrierTesting"],
+            exclude: ["Peers"],
             swiftSettings: strict
         ),
         .testTarget(

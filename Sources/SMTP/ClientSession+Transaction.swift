@@ -23,6 +23,7 @@ struct ActiveTransaction: Sendable {
     var mailRefused = false                 /* MAIL failed: later replies only close the transaction */
     var mailSent = false
     var bodySent = false                    /* the body (or BDAT LAST) is written */
+    var retryWithoutAuthParameter = false   /* MAIL's AUTH= was refused: send the message again without it */
 }
 
 extension ClientSession {
@@ -125,7 +126,7 @@ extension ClientSession {
         if message.payload.has8BitData && offered?.eightBitMIME == true { commands.append(" BODY=8BITMIME") }
         let needsUTF8 = message.sender.requiresSMTPUTF8 || transaction.sent.contains { message.recipients[$0].requiresSMTPUTF8 }
         if needsUTF8 && offered?.smtpUTF8 == true { commands.append(" SMTPUTF8") }
-        if isAuthenticated {
+        if isAuthenticated && !omitsAuthParameter {
             commands.append(" AUTH=")
             commands.append(message.authenticatedSubmitter.map { XText.encode($0.description) } ?? "<>")
         }
@@ -188,6 +189,18 @@ extension ClientSession {
         }
         if reply.code == 530 {
             fail(.authenticationRequired(reply), into: &actions)
+            return
+        }
+        if reply.code == 555 && isAuthenticated && !omitsAuthParameter {
+            /*
+             * RFC 4954 §5 obliges a server that offers AUTH to take MAIL's AUTH=
+             * parameter, yet some (aiosmtpd, for one) refuse it as unknown. Send
+             * this message again without it, and leave it out from now on.
+             */
+            omitsAuthParameter = true
+            transactions[position].mailRefused = true
+            transactions[position].retryWithoutAuthParameter = true
+            if !pipelines { complete(at: position, into: &actions) }
             return
         }
         if !reply.isPositiveCompletion {
@@ -309,6 +322,11 @@ extension ClientSession {
     /// complete - report a transaction whose every recipient has a result, then go on.
     private mutating func complete(at position: Int, into actions: inout [ClientAction]) {
         let transaction = transactions.remove(at: position)
+        if transaction.retryWithoutAuthParameter {
+            waiting.insert(transaction.message, at: 0)
+            if phase == .ready { sendWaiting(into: &actions) }
+            return
+        }
         let results = transaction.results.enumerated().map { index, result in
             result ?? RecipientResult(index: index, disposition: .deferred,
                                       reply: localReply(451, 4, 3, 0, "no reply for this recipient"))

@@ -79,6 +79,7 @@ public struct ClientSession: Sendable {
     var authCandidates: [SASLMechanism] = []        /* mechanisms still to try, strongest first */
     var exchange: (any SASLClientExchange)?         /* the AUTH exchange in progress */
     var saslCancelled: SASLClientError?             /* set when we answered a challenge with "*" */
+    var omitsAuthParameter = false                  /* the server refused MAIL's AUTH= (555): leave it out */
     var transactions: [ActiveTransaction] = []      /* sent, not completed, oldest first */
     var waiting: [OutboundMessage] = []             /* handed over, not sent yet */
     var nextSerial: UInt64 = 0

@@ -219,10 +219,10 @@ struct DNSTests {
          * The free port is only free when we looked: another test's TCP client may take it
          * (dnsmasq binds TCP too) before dnsmasq starts. If dnsmasq dies, try another port.
          */
-        var started: (pid: pid_t, server: String)?
+        var started: (process: ChildProcess, server: String)?
         for _ in 0..<5 where started == nil {
-            let port = try freeLoopbackPort()
-            let pid = try spawn(dnsmasq, [
+            let port = try freeUDPPort()
+            let process = try ChildProcess(dnsmasq, [
                 "--keep-in-foreground", "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces",
                 "--no-resolv", "--no-hosts", "--user=root", "--pid-file=", "--conf-file=/dev/null",
                 "--log-facility=/dev/null", "--local-ttl=300", "--local=/test/",
@@ -231,24 +231,18 @@ struct DNSTests {
             ])
             let server = "127.0.0.1:\(port)"
             /* dnsmasq binds after it starts; ask until it answers, or notice that it died. */
-            var exited = false
-            for _ in 0..<50 {
-                var status: Int32 = 0
-                if waitpid(pid, &status, WNOHANG) != 0 {
-                    exited = true
-                    break
-                }
+            for _ in 0..<50 where process.isRunning {
                 let probe = try lookup(server, timeoutMilliseconds: 100, tries: 1) { $0.queryMX("example.test", $1) }
                 if case .success = probe {
-                    started = (pid, server)
+                    started = (process, server)
                     break
                 }
                 usleep(100_000)
             }
-            if started == nil && !exited { terminate(pid) }
+            if started == nil { process.terminate() }
         }
-        let (pid, server) = try #require(started, "dnsmasq did not start and answer on a free loopback port in 5 tries")
-        defer { terminate(pid) }
+        let (process, server) = try #require(started, "dnsmasq did not start and answer on a free loopback port in 5 tries")
+        defer { process.terminate() }
 
         let mx = try lookup(server) { $0.queryMX("example.test", $1) }
         #expect(try mx.get() == [
@@ -371,8 +365,8 @@ private func lookup<T: Sendable>(
     return try outcome.get()
 }
 
-/// freeLoopbackPort - a UDP port on 127.0.0.1 that was free a moment ago.
-private func freeLoopbackPort() throws -> UInt16 {
+/// freeUDPPort - a UDP port on 127.0.0.1 that was free a moment ago.
+private func freeUDPPort() throws -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
     guard fd >= 0 else { throw SetupFailure(description: "socket: errno \(errno)") }
     defer { close(fd) }
@@ -387,40 +381,6 @@ private func freeLoopbackPort() throws -> UInt16 {
     }
     guard bound else { throw SetupFailure(description: "bind 127.0.0.1:0: errno \(errno)") }
     return UInt16(bigEndian: address.sin_port)
-}
-
-/// spawn - start `path` with `arguments`, an empty environment and no blocked signals; reap it with `terminate`.
-private func spawn(_ path: String, _ arguments: [String]) throws -> pid_t {
-    let argv = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    let environment: [UnsafeMutablePointer<CChar>?] = [nil]
-
-    /* Test threads (libdispatch workers) block most signals, and a child inherits that mask. */
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var signals = sigset_t()
-    sigemptyset(&signals)
-    posix_spawnattr_setsigmask(&attributes, &signals)
-    sigaddset(&signals, SIGTERM)
-    posix_spawnattr_setsigdefault(&attributes, &signals)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-    var pid = pid_t()
-    let result = posix_spawn(&pid, path, nil, &attributes, argv, environment)
-    guard result == 0 else { throw SetupFailure(description: "posix_spawn \(path): errno \(result)") }
-    return pid
-}
-
-/// terminate - SIGTERM `pid`, then SIGKILL if it has not exited within two seconds; reap it.
-private func terminate(_ pid: pid_t) {
-    kill(pid, SIGTERM)
-    for _ in 0..<200 {
-        if waitpid(pid, nil, WNOHANG) == pid { return }
-        usleep(10_000)
-    }
-    kill(pid, SIGKILL)
-    waitpid(pid, nil, 0)
 }
 
 /// response - a DNS response to "example.test" MX with `answers` (already encoded records).
