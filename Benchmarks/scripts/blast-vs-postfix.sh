@@ -61,10 +61,11 @@ wait_port() {
     echo "nothing listening on port $1" >&2; exit 1
 }
 
-# timed NAME CMD... - run a client, keep "wall user sys" in $OUT/NAME.time.
+# timed NAME CMD... - run a client, keep "wall user sys" in $OUT/NAME.time. Its output is
+# dropped: smtp-source prints a counter per message.
 timed() {
     name=$1; shift
-    /usr/bin/time -f "%e %U %S" -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>&1
+    /usr/bin/time -f "%e %U %S" -o "$OUT/$name.time" "$@" >/dev/null 2>&1
 }
 
 # row NAME LABEL SIZE - one Markdown row from a .time file.
@@ -75,20 +76,18 @@ row() {
         printf "| %s | %.0f | %.1f | %.2f | %.1f |\n", label, rate, mb, cpu, wall }'
 }
 
-blast() {
-    "$CARRIER" blast --to "127.0.0.1:$1" --connections "$CONNECTIONS" --messages "$MESSAGES" --size "$2" \
-        --max-error-ratio 0 --json "$OUT/$3.json"
-}
 
 for size in 1000 51200; do
     start_postfix_sink
     timed "source-postfix-$size" /usr/sbin/smtp-source -d -s "$CONNECTIONS" -m "$MESSAGES" -l "$size" -c 127.0.0.1:$PORT_POSTFIX
     stop_sink
     start_postfix_sink
-    timed "blast-postfix-$size" blast $PORT_POSTFIX "$size" "blast-postfix-$size"
+    timed "blast-postfix-$size" "$CARRIER" blast --to 127.0.0.1:$PORT_POSTFIX --connections "$CONNECTIONS" \
+        --messages "$MESSAGES" --size "$size" --quiet --max-error-ratio 0 --json "$OUT/blast-postfix-$size.json"
     stop_sink
     start_carrier_sink "$size"
-    timed "blast-carrier-$size" blast $PORT_CARRIER "$size" "blast-carrier-$size"
+    timed "blast-carrier-$size" "$CARRIER" blast --to 127.0.0.1:$PORT_CARRIER --connections "$CONNECTIONS" \
+        --messages "$MESSAGES" --size "$size" --quiet --max-error-ratio 0 --json "$OUT/blast-carrier-$size.json"
     stop_sink
 done
 
