@@ -51,16 +51,3 @@ public final class TestLog<Element: Sendable>: Sendable {
     /// Everything appended so far, in order.
     public var elements: [Element] { items.withLock { $0 } }
 }
-
-/// Keeps an object alive until the test process ends (a loop-confined delegate
-/// that its connection holds only weakly). Only ever appended to.
-public func keepAlive(_ object: AnyObject) {
-    kept.withLock { $0.append(KeptObject(object)) }
-}
-
-private final class KeptObject: @unchecked Sendable {
-    let object: AnyObject
-    init(_ object: AnyObject) { self.object = object }
-}
-
-private let kept = Mutex<[KeptObject]>([])

@@ -16,7 +16,7 @@ public final class TCPListener: HandleOwner {
     private let loop: Loop
     private var tcp: UnsafeMutablePointer<uv_tcp_t>?   /* owned; freed in handleDidClose */
     private let inboundLimit: Int
-    private let onAccept: (TCPConnection) -> Void
+    private var onAccept: ((TCPConnection) -> Void)?     /* nil once closed */
     /// Accepts that failed (EMFILE and the like) since the listener opened.
     public private(set) var failedAccepts = 0
     /// The bound address (with the real port when 0 was asked for).
@@ -75,6 +75,7 @@ public final class TCPListener: HandleOwner {
             return
         }
         do {
+            guard let onAccept else { return }
             onAccept(try TCPConnection.accept(loop: loop, from: asStream(tcp), inboundLimit: inboundLimit))
         } catch {
             failedAccepts += 1
@@ -82,7 +83,11 @@ public final class TCPListener: HandleOwner {
     }
 
     /// close - stop listening and release the socket.
+    ///
+    /// Also lets go of `onAccept`, so a closure that captures the listener's
+    /// owner (which holds the listener) does not keep both alive for ever.
     public func close() {
+        onAccept = nil
         guard let tcp else { return }
         closeHandle(asHandle(tcp))
     }

@@ -110,4 +110,41 @@ struct LoopTests {
         }
         #expect(joined.wait(seconds: 10) == true, "the loop thread did not exit")
     }
+
+    /// A closed listener lets go of its accept closure: an owner that holds the
+    /// listener and is captured by that closure is freed, on close and on stop.
+    @Test(arguments: [false, true])
+    func closedListenerReleasesItsOwner(byStop: Bool) throws {
+        let thread = try LoopThread.start(name: "loop-owner")
+        let freed = TestCounter()
+        let listening = TestWaiter<Bool>()
+        thread.execute { loop in
+            let owner = ListenerOwner(freed: freed)
+            owner.listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { [owner] accepted in
+                owner.accepted += 1
+                accepted.close()
+            }
+            if !byStop { owner.listener?.close() }
+            listening.fulfill(true)
+        }
+        #expect(listening.wait(seconds: 10) == true)
+        if byStop {
+            thread.stopAndJoin()
+        } else {
+            /* Two round trips through the mailbox: the close callback has run by then. */
+            _ = try runOnLoop(thread) { loop, done in loop.nextTurn { done(true) } }
+            _ = try runOnLoop(thread) { _, done in done(true) }
+        }
+        #expect(freed.value == 1, "the listener's owner was never freed")
+        if !byStop { thread.stopAndJoin() }
+    }
+}
+
+/// Holds a listener whose accept closure captures this object; counts its own deinit.
+private final class ListenerOwner {
+    var listener: TCPListener?
+    var accepted = 0
+    private let freed: TestCounter
+    init(freed: TestCounter) { self.freed = freed }
+    deinit { freed.add() }
 }

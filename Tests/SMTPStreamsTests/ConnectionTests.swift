@@ -43,7 +43,9 @@ private final class Receiver: ServerConnectionDelegate {
 }
 
 /// Sends `count` messages as the connection becomes ready, then quits; loop-confined.
+/// A connection holds its delegate weakly: a Sender retains itself until closed.
 private final class Sender: ClientConnectionDelegate {
+    private var retainedUntilClosed: Sender?
     let count: Int
     var sent = 0
     var results: [RecipientResult.Disposition] = []
@@ -53,6 +55,7 @@ private final class Sender: ClientConnectionDelegate {
     init(count: Int, done: @escaping (Sender, ClientConnectionError?) -> Void) {
         self.count = count
         self.done = done
+        retainedUntilClosed = self
     }
 
     func clientConnection(_ connection: ClientConnection, finished stage: ClientConnectionStage, nanoseconds: UInt64) {
@@ -75,6 +78,7 @@ private final class Sender: ClientConnectionDelegate {
     }
     func clientConnectionClosed(_ connection: ClientConnection, error: ClientConnectionError?) {
         done(self, error)
+        retainedUntilClosed = nil
     }
 }
 
@@ -127,10 +131,8 @@ struct ConnectionTests {
             let sender = Sender(count: 20) { sender, error in
                 outcome.fulfill((sender.results, sender.stages, error.map { "\($0)" }))
             }
-            ClientConnection.connect(loop: loop, to: SocketAddress(ip: IPAddress("127.0.0.1")!, port: serverPort),
-                                     configuration: configuration, crypto: OpenSSLCrypto(), delegate: sender)
-            /* The connection holds its delegate weakly. */
-            keepAlive(sender)
+            _ = ClientConnection.connect(loop: loop, to: SocketAddress(ip: IPAddress("127.0.0.1")!, port: serverPort),
+                                         configuration: configuration, crypto: OpenSSLCrypto(), delegate: sender)
         }
         let result = try #require(outcome.wait(seconds: 30))
         #expect(result.error == nil)

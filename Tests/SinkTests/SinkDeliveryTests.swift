@@ -68,7 +68,6 @@ struct SinkDeliveryTests {
                 configuration.session.tls = .never
                 let messages = (0..<25).map { message(to: ["c\(index)-\($0)@example.test"]) }
                 let sender = TestSender(messages: messages) { run.fulfill($0) }
-                keepAlive(sender)
                 _ = ClientConnection.connect(loop: loop, to: server.addresses[0], configuration: configuration,
                                          crypto: OpenSSLCrypto(), delegate: sender)
             }

@@ -170,7 +170,6 @@ struct SinkFaultTests {
                     held[index].fulfill(true)
                     return true
                 }
-                keepAlive(sender)
                 _ = ClientConnection.connect(loop: loop, to: server.addresses[0], configuration: configuration,
                                          crypto: OpenSSLCrypto(), delegate: sender)
             }

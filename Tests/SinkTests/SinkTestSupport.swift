@@ -44,7 +44,11 @@ struct ClientRun: Sendable {
 }
 
 /// Sends every message once the connection is ready (pipelined), then quits; loop-confined.
+///
+/// A connection holds its delegate weakly, so a sender retains itself until
+/// its connection reports `clientConnectionClosed`, then lets go.
 final class TestSender: ClientConnectionDelegate {
+    private var retainedUntilClosed: TestSender?
     private let messages: [OutboundMessage]
     private var sent = false
     private var run = ClientRun()
@@ -55,6 +59,7 @@ final class TestSender: ClientConnectionDelegate {
     init(messages: [OutboundMessage], done: @escaping (ClientRun) -> Void) {
         self.messages = messages
         self.done = done
+        retainedUntilClosed = self
     }
 
     func clientConnection(_ connection: ClientConnection, finished stage: ClientConnectionStage, nanoseconds: UInt64) {
@@ -77,6 +82,7 @@ final class TestSender: ClientConnectionDelegate {
     func clientConnectionClosed(_ connection: ClientConnection, error: ClientConnectionError?) {
         run.error = error
         done(run)
+        retainedUntilClosed = nil
     }
 }
 
@@ -100,7 +106,6 @@ final class TestClient: Sendable {
             configuration.session.timeouts = .uniform(20_000)
             configure(&configuration)
             let sender = TestSender(messages: messages) { done($0) }
-            keepAlive(sender)
             _ = ClientConnection.connect(loop: loop, to: address, configuration: configuration,
                                      crypto: OpenSSLCrypto(), delegate: sender)
         }
