@@ -273,7 +273,14 @@ struct ESMTPParameter {
                 }
                 value = String(decoding: bytes, as: UTF8.self)
             }
-            try body(ESMTPParameter(keyword: String(decoding: keyword, as: UTF8.self).uppercased(), value: value, word: word))
+            /* The keyword is ALPHA, DIGIT and "-" only: uppercase it octet by octet. */
+            let upper = String(unsafeUninitializedCapacity: keyword.count) { buffer in
+                for (offset, byte) in keyword.enumerated() {
+                    buffer[offset] = byte &- UInt8(ascii: "a") < 26 ? byte &- 0x20 : byte
+                }
+                return keyword.count
+            }
+            try body(ESMTPParameter(keyword: upper, value: value, word: word))
         }
     }
 

@@ -247,15 +247,16 @@ public struct CommandParser: Sendable {
     /// path: MailAddress refuses angle brackets even in quoted local parts.
     private static func path(_ argument: UnsafeRawBufferPointer, keyword: StaticString, verb: Verb)
         throws(CommandRejection) -> (PathContent, parameters: UnsafeRawBufferPointer) {
-        let usage = verb.usage("\(keyword)<address>")
+        /* The reply is built only when it is needed: this runs for every MAIL and RCPT. */
+        func usage() -> CommandRejection { verb.usage("\(keyword)<address>") }
         let keywordLength = keyword.utf8CodeUnitCount
         guard argument.count > keywordLength,
-              equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: argument[..<keywordLength]), keyword) else { throw usage }
+              equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: argument[..<keywordLength]), keyword) else { throw usage() }
         let afterColon = trimmed(UnsafeRawBufferPointer(rebasing: argument[keywordLength...]))
         guard afterColon.first == UInt8(ascii: "<"),
-              let close = afterColon.firstIndex(of: UInt8(ascii: ">")) else { throw usage }
+              let close = afterColon.firstIndex(of: UInt8(ascii: ">")) else { throw usage() }
         let parameters = UnsafeRawBufferPointer(rebasing: afterColon[(close + 1)...])
-        guard parameters.isEmpty || parameters[0] == UInt8(ascii: " ") else { throw usage }
+        guard parameters.isEmpty || parameters[0] == UInt8(ascii: " ") else { throw usage() }
 
         var inside = UnsafeRawBufferPointer(rebasing: afterColon[1..<close])
         if inside.first == UInt8(ascii: "@") {
