@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "EventCore", targets: ["EventCore"]),
         .library(name: "SMTP", targets: ["SMTP"]),
         .library(name: "SMTPStreams", targets: ["SMTPStreams"]),
+        .library(name: "Spool", targets: ["Spool"]),
         .library(name: "Sink", targets: ["Sink"]),
         .library(name: "Blast", targets: ["Blast"]),
         .library(name: "Carrier", targets: ["Carrier"]),
@@ -30,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // HdrHistogram for the load generator's latency percentiles (small; pulls swift-numerics).
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // The spool's due-time heap (HeapModule only: one small module, a few seconds to build).
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // System libraries, found through pkg-config; `make` installs the apt providers.
@@ -51,6 +54,12 @@ let package = Package(
         // SMTP sessions driven over EventCore streams: what the engine, the sink, the load
         // generator and the listener share (TLS upgrades, timers, OpenSSL for SASL).
         .target(name: "SMTPStreams", dependencies: ["EventCore", "SMTP"], swiftSettings: strict),
+        // The persistent, sharded on-disk queue (POSIX file I/O on its own threads; no event core).
+        .target(
+            name: "Spool",
+            dependencies: [.product(name: "HeapModule", package: "swift-collections")],
+            swiftSettings: strict
+        ),
         // The test receiver (`carrier sink`) and the load generator (`carrier blast`).
         .target(name: "Sink", dependencies: ["EventCore", "SMTP", "SMTPStreams"], swiftSettings: strict),
         .target(
@@ -95,6 +104,11 @@ let package = Package(
         .testTarget(
             name: "SMTPStreamsTests",
             dependencies: ["SMTPStreams", "CarrierTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpoolTests",
+            dependencies: ["Spool", "CarrierTesting"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,0 +1,327 @@
+// ShardState.swift - one shard's in-memory index, rebuilt by replaying its segments
+//
+// Replay at open and the writer after each durable commit call the same `apply`
+// functions on the same record bytes, so what recovery rebuilds is by construction
+// what the running spool had. Only pending recipients are kept (final ones are
+// counted and dropped), each as a compact entry pointing at its record.
+//
+// Reference counting decides which segments may go: a segment is live while a
+// pending recipient's record, the latest deferred outcome of one, or the message
+// record of a message with pending recipients is in it. A final outcome in segment
+// B for a recipient whose record is in segment A "pins" B while A exists, because
+// replaying A without B would bring the recipient back.
+
+import HeapModule
+
+struct MessageEntry {
+    /// Segment and offset of the message record (segment 0: not seen yet in replay).
+    var segment: UInt32
+    var offset: UInt32
+    /// Pending recipients of this message in this shard.
+    var live: UInt32
+    var campaign: UInt32
+    var priority: PriorityClass
+    var created: Int64
+}
+
+struct PendingEntry {
+    var segment: UInt32
+    var offset: UInt32
+    var domain: UInt32
+    var attempts: UInt32
+    var nextAttempt: Int64
+    /// Segment of the latest deferred outcome (0: none).
+    var stateSegment: UInt32
+    /// Handed out by `due` and not yet given an outcome.
+    var claimed: Bool
+}
+
+struct SegmentInfo {
+    var bytes: Int
+    var liveRefs = 0
+    var refsWritten = 0
+    /// Segments holding records that final outcomes in this segment finalised.
+    var pinnedBy: Set<UInt32> = []
+}
+
+/// An entry of the due-time heap; stale entries are skipped when popped.
+struct DueItem: Comparable {
+    var time: Int64
+    var key: RecipientKey
+    static func < (a: DueItem, b: DueItem) -> Bool { a.time < b.time || (a.time == b.time && a.key < b.key) }
+}
+
+/// Interned strings (domains, campaigns) so entries hold 32-bit ids.
+struct Interner {
+    private(set) var names: [String] = [""]
+    private var ids: [String: UInt32] = ["": 0]
+
+    mutating func id(_ name: String) -> UInt32 {
+        if let id = ids[name] { return id }
+        let id = UInt32(names.count)
+        names.append(name)
+        ids[name] = id
+        return id
+    }
+
+    func existing(_ name: String) -> UInt32? { ids[name] }
+    subscript(id: UInt32) -> String { names[Int(id)] }
+}
+
+/// One shard's index. Not thread-safe: `SpoolShard` guards it with its monitor.
+struct ShardState {
+    var messages: [MessageID: MessageEntry] = [:]
+    var pending: [RecipientKey: PendingEntry] = [:]
+    var heap = Heap<DueItem>()
+    var segments: [UInt32: SegmentInfo] = [:]
+    var domains = Interner()
+    var campaigns = Interner()
+    var suspensions: [Suspension] = []
+    var counts = ShardCounts()
+    /// While replaying, heap pushes wait until the end (one O(n) heapify).
+    var replaying = false
+    /// Messages a campaign writer is still adding recipients to: kept (with their
+    /// message record referenced) even while none of their recipients is pending.
+    var open: Set<MessageID> = []
+
+    /// held - whether a message's record is referenced: while it has pending recipients
+    /// or is open.
+    private func held(_ id: MessageID, live: UInt32) -> Bool { live > 0 || open.contains(id) }
+
+    // MARK: references
+
+    private mutating func addRef(_ segment: UInt32) {
+        guard segment != 0 else { return }
+        segments[segment, default: SegmentInfo(bytes: 0)].liveRefs += 1
+    }
+
+    private mutating func dropRef(_ segment: UInt32) {
+        guard segment != 0 else { return }
+        segments[segment]?.liveRefs -= 1
+    }
+
+    private mutating func wrote(_ segment: UInt32) {
+        segments[segment, default: SegmentInfo(bytes: 0)].refsWritten += 1
+    }
+
+    // MARK: apply
+
+    /// apply - one record's effect. `body` is type octet and payload, as framed on disk.
+    mutating func apply(_ body: UnsafeRawBufferPointer, segment: UInt32, offset: UInt32) throws(ShortRecord) {
+        var reader = RecordReader(body)
+        switch RecordType(rawValue: try reader.u8()) {
+        case .message: try applyMessage(&reader, segment: segment, offset: offset)
+        case .recipients: try applyRecipients(&reader, segment: segment, offset: offset)
+        case .outcome: try applyOutcome(&reader, segment: segment)
+        case .admin: try applyAdmin(&reader)
+        case nil: throw ShortRecord()
+        }
+    }
+
+    private mutating func applyMessage(_ reader: inout RecordReader, segment: UInt32, offset: UInt32) throws(ShortRecord) {
+        let id = try reader.id()
+        let created = try reader.i64()
+        _ = try reader.i64() // expires
+        let priority = PriorityClass(rawValue: try reader.u8()) ?? .bulk
+        try reader.skip16() // sender
+        let campaign = campaigns.id(try reader.string16())
+        wrote(segment)
+        if var entry = messages[id] {
+            /* A copy written forward by compaction, or the record after its recipients. */
+            if held(id, live: entry.live) { dropRef(entry.segment); addRef(segment) }
+            entry.segment = segment
+            entry.offset = offset
+            entry.campaign = campaign
+            entry.priority = priority
+            if entry.created == 0 { entry.created = created }
+            messages[id] = entry
+        } else {
+            messages[id] = MessageEntry(segment: segment, offset: offset, live: 0, campaign: campaign,
+                                        priority: priority, created: created)
+            if held(id, live: 0) { addRef(segment) }
+        }
+    }
+
+    private mutating func applyRecipients(_ reader: inout RecordReader, segment: UInt32, offset: UInt32) throws(ShortRecord) {
+        let id = try reader.id()
+        let count = try reader.u32()
+        if messages[id] == nil {
+            /* Replay met the recipients before their message's (moved) record. */
+            messages[id] = MessageEntry(segment: 0, offset: 0, live: 0, campaign: 0, priority: .bulk, created: 0)
+        }
+        let created = messages[id]!.created
+        var added: UInt32 = 0
+        for _ in 0..<count {
+            let index = try reader.u32()
+            let address = try reader.string16()
+            let variables = Int(try reader.u16())
+            for _ in 0..<variables { try reader.skip16(); try reader.skip32() }
+            let key = RecipientKey(message: id, index: index)
+            wrote(segment)
+            if var entry = pending[key] {
+                dropRef(entry.segment)
+                addRef(segment)
+                entry.segment = segment
+                entry.offset = offset
+                pending[key] = entry
+                continue
+            }
+            let domain = domains.id(recipientDomain(address))
+            pending[key] = PendingEntry(segment: segment, offset: offset, domain: domain, attempts: 0,
+                                        nextAttempt: created, stateSegment: 0, claimed: false)
+            addRef(segment)
+            if !replaying { heap.insert(DueItem(time: created, key: key)) }
+            added += 1
+        }
+        if added > 0 {
+            let entry = messages[id]!
+            if !held(id, live: entry.live) { addRef(entry.segment) }
+            messages[id]!.live += added
+        }
+    }
+
+    private mutating func applyOutcome(_ reader: inout RecordReader, segment: UInt32) throws(ShortRecord) {
+        let key = RecipientKey(message: try reader.id(), index: try reader.u32())
+        let kind = try reader.u8()
+        let attempts = try reader.u32()
+        let nextAttempt = try reader.i64()
+        guard var entry = pending[key] else { return } // already final, or its record was compacted away
+        if kind == 4 {
+            dropRef(entry.stateSegment)
+            addRef(segment)
+            wrote(segment)
+            entry.stateSegment = segment
+            entry.attempts = attempts
+            entry.nextAttempt = nextAttempt
+            entry.claimed = false
+            pending[key] = entry
+            if !replaying { heap.insert(DueItem(time: nextAttempt, key: key)) }
+            return
+        }
+        switch kind {
+        case 1: counts.delivered += 1
+        case 2: counts.bounced += 1
+        case 3: counts.expired += 1
+        default: counts.cancelled += 1
+        }
+        pending[key] = nil
+        dropRef(entry.segment)
+        dropRef(entry.stateSegment)
+        if entry.segment != segment { segments[segment, default: SegmentInfo(bytes: 0)].pinnedBy.insert(entry.segment) }
+        if var message = messages[key.message] {
+            message.live -= 1
+            if !held(key.message, live: message.live) {
+                dropRef(message.segment)
+                /* Replay keeps the entry: a record further on may add recipients again. */
+                if !replaying { messages[key.message] = nil } else { messages[key.message] = message }
+            } else {
+                messages[key.message] = message
+            }
+        }
+    }
+
+    private mutating func applyAdmin(_ reader: inout RecordReader) throws(ShortRecord) {
+        let action = try reader.u8()
+        if action == 0 { suspensions = []; return } // the snapshot at the start of a segment
+        guard let scope = AdminScope(rawValue: try reader.u8()) else { return }
+        let name = try reader.string16()
+        let until = try reader.i64()
+        suspensions.removeAll { $0.scope == scope && $0.name == name }
+        if action == 1 { suspensions.append(Suspension(scope: scope, name: name, until: until)) }
+    }
+
+    /// close - a campaign writer is done with `id`: drop it if nothing of it is pending.
+    mutating func close(_ id: MessageID) {
+        guard open.remove(id) != nil, let entry = messages[id], entry.live == 0 else { return }
+        dropRef(entry.segment)
+        messages[id] = nil
+    }
+
+    // MARK: after replay
+
+    /// finishReplay - drop messages without pending recipients, and recipients whose message
+    /// record never appeared (returned: their messages are reported as affected); build the heap.
+    mutating func finishReplay() -> [MessageID] {
+        replaying = false
+        var lost: Set<MessageID> = []
+        for (id, message) in messages where message.segment == 0 { lost.insert(id) }
+        if !lost.isEmpty {
+            for (key, entry) in pending where lost.contains(key.message) {
+                pending[key] = nil
+                dropRef(entry.segment)
+                dropRef(entry.stateSegment)
+            }
+            for id in lost { messages[id] = nil }
+        }
+        messages = messages.filter { $0.value.live > 0 }
+        var items: [DueItem] = []
+        items.reserveCapacity(pending.count)
+        for (key, entry) in pending { items.append(DueItem(time: entry.nextAttempt, key: key)) }
+        heap = Heap(items)
+        return lost.sorted()
+    }
+
+    // MARK: queries
+
+    /// due - pending recipients whose next attempt is at or before `now`, earliest first,
+    /// marked as claimed until an outcome is recorded for them.
+    mutating func due(now: Int64, limit: Int) -> [PendingRecipient] {
+        var out: [PendingRecipient] = []
+        while out.count < limit, let top = heap.min, top.time <= now {
+            heap.removeMin()
+            guard var entry = pending[top.key], !entry.claimed, entry.nextAttempt == top.time else { continue }
+            entry.claimed = true
+            pending[top.key] = entry
+            out.append(describe(top.key, entry))
+        }
+        return out
+    }
+
+    /// release - put a claimed recipient back without an outcome (its attempt never started).
+    mutating func release(_ key: RecipientKey) {
+        guard var entry = pending[key], entry.claimed else { return }
+        entry.claimed = false
+        pending[key] = entry
+        heap.insert(DueItem(time: entry.nextAttempt, key: key))
+    }
+
+    func describe(_ key: RecipientKey, _ entry: PendingEntry) -> PendingRecipient {
+        let message = messages[key.message]
+        return PendingRecipient(key: key, segment: entry.segment, offset: entry.offset, attempts: entry.attempts,
+                                nextAttempt: entry.nextAttempt, domain: domains[entry.domain],
+                                priority: message?.priority ?? .bulk, campaign: campaigns[message?.campaign ?? 0])
+    }
+
+    func snapshotCounts() -> ShardCounts {
+        var counts = self.counts
+        counts.pending = pending.count
+        counts.messages = messages.count
+        var byDomain: [UInt32: Int] = [:]
+        var byCampaign: [UInt32: Int] = [:]
+        for (key, entry) in pending {
+            if entry.attempts > 0 { counts.deferred += 1 }
+            byDomain[entry.domain, default: 0] += 1
+            byCampaign[messages[key.message]?.campaign ?? 0, default: 0] += 1
+        }
+        for (id, n) in byDomain { counts.byDomain[domains[id]] = n }
+        for (id, n) in byCampaign { counts.byCampaign[campaigns[id]] = n }
+        counts.segments = segments.count
+        counts.bytes = segments.values.reduce(0) { $0 + $1.bytes }
+        return counts
+    }
+
+    /// deletable - segments (other than `current`) nothing live refers to and no
+    /// remaining segment pins.
+    func deletable(current: UInt32) -> [UInt32] {
+        segments.compactMap { number, info in
+            guard number != current, info.liveRefs <= 0 else { return nil }
+            return info.pinnedBy.contains(where: { segments[$0] != nil && $0 != number }) ? nil : number
+        }.sorted()
+    }
+
+    /// estimatedLiveBytes - live octets of a segment, from its share of live references.
+    func estimatedLiveBytes(_ number: UInt32) -> Int {
+        guard let info = segments[number], info.refsWritten > 0 else { return 0 }
+        return Int(Double(info.bytes) * Double(max(0, info.liveRefs)) / Double(info.refsWritten))
+    }
+}

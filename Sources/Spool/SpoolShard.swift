@@ -1,0 +1,688 @@
+// SpoolShard.swift - one shard: its segment files, its group-commit writer thread and
+// its index
+//
+// Appends from any thread are queued under the shard's monitor; the writer thread
+// takes everything queued, writes it with one write(2), makes it durable with one
+// fdatasync(2) (group commit), applies it to the index and only then completes
+// each append. Disk I/O therefore never runs on the caller's thread (an event loop),
+// and the index only ever shows durable records. Compaction runs on the same
+// thread between batches, so nothing it moves can race an outcome.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An append waiting for the writer.
+struct PendingAppend {
+    var bytes: [UInt8]
+    var durability: Durability
+    /// A request to compact once everything queued before it is written.
+    var isCompaction = false
+    var completion: @Sendable (Result<Void, SpoolError>) -> Void
+}
+
+/// One shard of the spool: thread-safe (its own monitor guards the index and the queue
+/// of appends; the writer thread owns the segment file descriptor).
+public final class SpoolShard: @unchecked Sendable {
+    /* @unchecked: every mutable field is guarded by `monitor`, except the writer-thread
+       fields marked as such. */
+    public let index: Int
+    let directory: String
+    let configuration: SpoolConfiguration
+    private let monitor = Monitor()
+    var state = ShardState()
+    private var queue: [PendingAppend] = []
+    private var closing = false
+    private var closed = false
+    private var readers: [UInt32: Int32] = [:]
+    private var writer: WorkerThread?
+    private var lockDescriptor: Int32 = -1
+    /// The recovery report of the last open.
+    public private(set) var recovery: RecoveryReport
+
+    // Writer-thread state (only the writer touches these after open).
+    private var descriptor: Int32 = -1
+    private var currentSegment: UInt32 = 0
+    private var currentSize = 0
+    private var dirtySince: Int64? = nil
+    private var compactionWanted = false
+
+    init(index: Int, configuration: SpoolConfiguration) throws(SpoolError) {
+        self.index = index
+        self.configuration = configuration
+        directory = configuration.directory + "/" + SpoolShard.folderName(index)
+        recovery = RecoveryReport(shard: index)
+        if !configuration.readOnly {
+            try makeDirectory(directory)
+            try takeLock()
+        }
+        try recover()
+        if !configuration.readOnly {
+            try openCurrentSegment()
+            writer = WorkerThread(name: "spool-\(index)") { [self] in writerLoop() }
+        }
+    }
+
+    deinit {
+        for (_, fd) in readers { Glibc.close(fd) }
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        if lockDescriptor >= 0 { Glibc.close(lockDescriptor) }
+    }
+
+    static func folderName(_ index: Int) -> String {
+        index < 10 ? "shard-0\(index)" : "shard-\(index)"
+    }
+
+    static func segmentName(_ number: UInt32) -> String {
+        let digits = String(number)
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".seg"
+    }
+
+    func segmentPath(_ number: UInt32) -> String { directory + "/" + SpoolShard.segmentName(number) }
+
+    // MARK: lock
+
+    /// takeLock - flock the shard's lock file and write our pid into it.
+    private func takeLock() throws(SpoolError) {
+        let path = directory + "/lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .system("open", path: path) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let n = pread(fd, &buffer, 31, 0)
+            Glibc.close(fd)
+            guard code == EWOULDBLOCK else { throw .system("flock", path: path, errno: code) }
+            let text = String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).split(separator: "\n").first ?? ""
+            throw SpoolError(.locked(pid: Int32(text) ?? 0), path: directory)
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        ftruncate(fd, 0)
+        _ = pwrite(fd, pid, pid.count, 0)
+        lockDescriptor = fd
+    }
+
+    // MARK: recovery
+
+    /// segmentNumbers - the segment files in the shard folder, in order.
+    private func segmentNumbers() throws(SpoolError) -> [UInt32] {
+        guard let dir = opendir(directory) else {
+            if errno == ENOENT && configuration.readOnly { return [] }
+            throw .system("opendir", path: directory)
+        }
+        defer { closedir(dir) }
+        var numbers: [UInt32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard name.hasSuffix(".seg"), let number = UInt32(name.dropLast(4)) else { continue }
+            numbers.append(number)
+        }
+        return numbers.sorted()
+    }
+
+    /// recover - replay every segment into the index (see Queue/README.md for the rules).
+    private func recover() throws(SpoolError) {
+        state.replaying = true
+        let numbers = try segmentNumbers()
+        for (position, number) in numbers.enumerated() {
+            try replay(segment: number, isLast: position == numbers.count - 1)
+        }
+        let lost = state.finishReplay()
+        recovery.affectedMessages = Array(Set(recovery.affectedMessages + lost)).sorted()
+        recovery.segments = state.segments.count
+        recovery.pending = state.pending.count
+        currentSegment = numbers.last ?? 0
+    }
+
+    private func replay(segment number: UInt32, isLast: Bool) throws(SpoolError) {
+        let path = segmentPath(number)
+        let bytes = try readWholeFile(path)
+        try typed { try bytes.withUnsafeBytes { (file: UnsafeRawBufferPointer) throws in
+            if file.count < SegmentHeader.size && isLast && !configuration.readOnly {
+                /* A crash while the segment was being created: nothing in it was acknowledged. */
+                unlink(path)
+                recovery.truncatedBytes += file.count
+                return
+            }
+            guard case .success(let header) = SegmentHeader.decode(file) else {
+                if case .failure(let why) = SegmentHeader.decode(file) { throw SpoolError(why.reason, path: path) }
+                return
+            }
+            _ = header
+            state.segments[number] = SegmentInfo(bytes: file.count)
+            var offset = SegmentHeader.size
+            scanning: while true {
+                switch scanFrame(file, at: offset) {
+                case .record(let record):
+                    do {
+                        try state.apply(record.body, segment: number, offset: UInt32(offset))
+                    } catch {
+                        try quarantine(number, file: file, at: offset, why: "undecodable record at offset \(offset)")
+                        break scanning
+                    }
+                    recovery.records += 1
+                    offset += record.size
+                case .end:
+                    break scanning
+                case .torn:
+                    if !configuration.readOnly {
+                        guard truncate(path, off_t(offset)) == 0 else { throw SpoolError.system("truncate", path: path) }
+                        recovery.truncatedBytes += file.count - offset
+                        state.segments[number]?.bytes = offset
+                    }
+                    break scanning
+                case .corrupt(let why):
+                    try quarantine(number, file: file, at: offset, why: why)
+                    break scanning
+                }
+            }
+        } }
+    }
+
+    /// quarantine - move a damaged segment to `corrupt/`, put its readable prefix back in
+    /// its place (so every position already replayed stays valid), and note the message
+    /// ids that can still be found in the damaged part.
+    private func quarantine(_ number: UInt32, file: UnsafeRawBufferPointer, at offset: Int, why: String) throws(SpoolError) {
+        recovery.quarantined.append("\(SpoolShard.folderName(index))/\(SpoolShard.segmentName(number)): \(why)")
+        var affected: Set<MessageID> = []
+        var probe = offset + 1
+        while probe + 9 + 16 <= file.count {
+            if case .record(let record) = scanFrame(file, at: probe) {
+                var reader = RecordReader(record.body)
+                if (try? reader.u8()) != RecordType.admin.rawValue, let id = try? reader.id() { affected.insert(id) }
+                probe += record.size
+            } else {
+                probe += 1
+            }
+        }
+        recovery.affectedMessages.append(contentsOf: affected)
+        state.segments[number]?.bytes = offset
+        guard !configuration.readOnly else { return }
+        let corrupt = configuration.directory + "/corrupt"
+        try makeDirectory(corrupt)
+        let path = segmentPath(number)
+        let target = corrupt + "/" + SpoolShard.folderName(index) + "-" + SpoolShard.segmentName(number)
+        let temporary = path + ".tmp"
+        try writeWholeFile(temporary, UnsafeRawBufferPointer(rebasing: file[..<offset]))
+        guard rename(path, target) == 0 else { throw .system("rename", path: path) }
+        guard rename(temporary, path) == 0 else { throw .system("rename", path: temporary) }
+        try syncDirectory(directory)
+    }
+
+    // MARK: segments
+
+    /// openCurrentSegment - continue the last segment, or start the first one.
+    private func openCurrentSegment() throws(SpoolError) {
+        if currentSegment == 0 {
+            try startSegment(1)
+            return
+        }
+        let path = segmentPath(currentSegment)
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .system("open", path: path) }
+        descriptor = fd
+        currentSize = Int(lseek(fd, 0, SEEK_END))
+        if currentSize >= configuration.segmentSize { try startSegment(currentSegment + 1) }
+    }
+
+    /// startSegment - create segment `number`: header, then the suspensions in force
+    /// (so older segments can go without losing them); made durable with the folder entry.
+    private func startSegment(_ number: UInt32) throws(SpoolError) {
+        let path = segmentPath(number)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .system("open", path: path) }
+        var out = RecordWriter(capacity: 256)
+        out.bytes = SegmentHeader(shard: UInt32(index), segment: number, created: nowMilliseconds()).encode()
+        let suspensions = monitor.withLock { state.suspensions }
+        out.begin(.admin); out.u8(0); out.end()
+        for suspension in suspensions {
+            out.begin(.admin); out.u8(1); out.u8(suspension.scope.rawValue); out.string16(suspension.name); out.i64(suspension.until); out.end()
+        }
+        let written = out.bytes.withUnsafeBytes { writeAll(fd, $0) }
+        guard written == 0 else {
+            Glibc.close(fd)
+            unlink(path)
+            throw .system("write", path: path, errno: written)
+        }
+        if configuration.durability != .none || configuration.outcomeDurability != .none {
+            guard fdatasync(fd) == 0 else { let code = errno; Glibc.close(fd); unlink(path); throw .system("fdatasync", path: path, errno: code) }
+            try syncDirectory(directory)
+        }
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        descriptor = fd
+        currentSegment = number
+        currentSize = out.bytes.count
+        monitor.withLock {
+            state.segments[number] = SegmentInfo(bytes: currentSize)
+            state.suspensions = suspensions
+        }
+    }
+
+    // MARK: appending
+
+    /// append - queue records for the writer; `completion` runs on the writer thread once
+    /// they are durable (per `durability`) and applied, or failed.
+    func append(_ bytes: [UInt8], durability: Durability, completion: @escaping @Sendable (Result<Void, SpoolError>) -> Void) {
+        append(PendingAppend(bytes: bytes, durability: durability, completion: completion))
+    }
+
+    func append(_ item: PendingAppend) {
+        monitor.lock()
+        guard !closing, writer != nil else {
+            monitor.unlock()
+            item.completion(.failure(SpoolError(configuration.readOnly ? .invalid("the spool is open read-only") : .closed, path: directory)))
+            return
+        }
+        queue.append(item)
+        if queue.count == 1 { monitor.broadcast() }
+        monitor.unlock()
+    }
+
+    /// appendAndWait - `append`, blocking the calling thread (never an event loop's) until done.
+    func appendAndWait(_ bytes: [UInt8], durability: Durability) throws(SpoolError) {
+        let waiter = Waiter<Result<Void, SpoolError>>()
+        append(bytes, durability: durability) { waiter.set($0) }
+        try waiter.wait().get()
+    }
+
+    /// withState - run `body` on the index under the shard's lock.
+    func withState<T>(_ body: (inout ShardState) throws -> T) rethrows -> T {
+        monitor.lock()
+        defer { monitor.unlock() }
+        return try body(&state)
+    }
+
+    private func writerLoop() {
+        while true {
+            monitor.lock()
+            while queue.isEmpty && !closing {
+                if let since = dirtySince {
+                    let interval = intervalMilliseconds
+                    let wait = Int(since + Int64(interval) - monotonicMilliseconds())
+                    if wait <= 0 { break }
+                    monitor.wait(milliseconds: wait)
+                } else if compactionWanted {
+                    break
+                } else {
+                    monitor.wait()
+                }
+            }
+            let batch = queue
+            queue.removeAll(keepingCapacity: true)
+            let stop = closing && batch.isEmpty
+            monitor.unlock()
+
+            let compactions = batch.filter(\.isCompaction)
+            if !batch.isEmpty { commit(compactions.isEmpty ? batch : batch.filter { !$0.isCompaction }) }
+            if !compactions.isEmpty {
+                compactNow()
+                for item in compactions { item.completion(.success(())) }
+            }
+            if let since = dirtySince, monotonicMilliseconds() - since >= Int64(intervalMilliseconds) || stop {
+                if fdatasync(descriptor) == 0 { dirtySince = nil }
+            }
+            if stop { break }
+            if compactionWanted && batch.isEmpty {
+                compactionWanted = false
+                compactNow()
+            }
+        }
+    }
+
+    /// The shortest interval among the interval modes in use.
+    private var intervalMilliseconds: Int {
+        var result = 1000
+        if case .interval(let ms) = configuration.durability { result = min(result, ms) }
+        if case .interval(let ms) = configuration.outcomeDurability { result = min(result, ms) }
+        return max(1, result)
+    }
+
+    /// commit - write a batch in as few write(2) calls as segment boundaries allow, make it
+    /// durable, apply it and complete every append in it.
+    private func commit(_ batch: [PendingAppend]) {
+        guard !batch.isEmpty else { return }
+        var start = 0
+        var size = 0
+        for (position, item) in batch.enumerated() {
+            if currentSize + size > SegmentHeader.size + 64 && currentSize + size + item.bytes.count > configuration.segmentSize {
+                if position > start { commitChunk(batch[start..<position]) }
+                start = position
+                size = 0
+                do {
+                    try rotate()
+                } catch {
+                    for item in batch[start...] { item.completion(.failure(error)) }
+                    return
+                }
+            }
+            size += item.bytes.count
+        }
+        commitChunk(batch[start...])
+    }
+
+    private func rotate() throws(SpoolError) {
+        if dirtySince != nil || configuration.durability != .none {
+            guard fdatasync(descriptor) == 0 else { throw .system("fdatasync", path: segmentPath(currentSegment)) }
+            dirtySince = nil
+        }
+        try startSegment(currentSegment + 1)
+        compactionWanted = true
+    }
+
+    private func commitChunk(_ chunk: ArraySlice<PendingAppend>) {
+        let base = currentSize
+        var buffer: [UInt8]
+        if chunk.count == 1 {
+            buffer = chunk.first!.bytes
+        } else {
+            buffer = []
+            buffer.reserveCapacity(chunk.reduce(0) { $0 + $1.bytes.count })
+            for item in chunk { buffer.append(contentsOf: item.bytes) }
+        }
+        var failure: SpoolError? = nil
+        let written = buffer.withUnsafeBytes { writeAll(descriptor, $0) }
+        if written != 0 {
+            failure = .system("write", path: segmentPath(currentSegment), errno: written)
+        } else if chunk.contains(where: { $0.durability == .fsync }) {
+            if fdatasync(descriptor) != 0 {
+                failure = .system("fdatasync", path: segmentPath(currentSegment))
+            } else {
+                dirtySince = nil
+            }
+        } else if chunk.contains(where: { $0.durability != .none }) && dirtySince == nil {
+            dirtySince = monotonicMilliseconds()
+        }
+        if let failure {
+            /* Nothing of a failed batch stays: cut the file back to where the batch began. */
+            _ = ftruncate(descriptor, off_t(base))
+            _ = lseek(descriptor, off_t(base), SEEK_SET)
+            for item in chunk { item.completion(.failure(failure)) }
+            return
+        }
+        currentSize = base + buffer.count
+        let segment = currentSegment
+        monitor.withLock {
+            state.segments[segment, default: SegmentInfo(bytes: 0)].bytes = currentSize
+            buffer.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count, case .record(let record) = scanFrame(raw, at: offset) {
+                    try? state.apply(record.body, segment: segment, offset: UInt32(base + offset))
+                    offset += record.size
+                }
+            }
+        }
+        for item in chunk { item.completion(.success(())) }
+    }
+
+    // MARK: compaction
+
+    /// requestCompaction - ask the writer to compact when it is next idle.
+    func requestCompaction() {
+        monitor.withLock {
+            compactionWanted = true
+            monitor.broadcast()
+        }
+    }
+
+    /// compactNow - delete dead segments; then, while the shard uses more than twice its
+    /// live data, rewrite the oldest segments' live records forward and delete them.
+    /// Runs on the writer thread.
+    private func compactNow() {
+        deleteDeadSegments()
+        var rounds = 0
+        while rounds < 64 {
+            rounds += 1
+            let (candidate, total, live) = monitor.withLock { () -> (UInt32?, Int, Int) in
+                let total = state.segments.values.reduce(0) { $0 + $1.bytes }
+                let live = state.segments.keys.reduce(0) { $0 + state.estimatedLiveBytes($1) }
+                let oldest = state.segments.keys.filter { $0 != currentSegment }.min()
+                return (oldest, total, live)
+            }
+            guard let candidate, total > 2 * live + configuration.segmentSize else { break }
+            guard rewriteForward(candidate) else { break }
+            deleteDeadSegments()
+        }
+    }
+
+    private func deleteDeadSegments() {
+        let dead = monitor.withLock { state.deletable(current: currentSegment) }
+        guard !dead.isEmpty else { return }
+        monitor.withLock {
+            for number in dead {
+                state.segments[number] = nil
+                if let fd = readers.removeValue(forKey: number) { Glibc.close(fd) }
+            }
+        }
+        for number in dead { unlink(segmentPath(number)) }
+        try? syncDirectory(directory)
+    }
+
+    /// rewriteForward - append copies of everything still live in segment `number`: message
+    /// records, the pending recipients' records and their latest deferred state.
+    private func rewriteForward(_ number: UInt32) -> Bool {
+        struct Moving { var messages: [MessageID] = []; var recipients: [MessageID: [UInt32]] = [:]; var states: [(RecipientKey, PendingEntry)] = [] }
+        let moving = monitor.withLock { () -> Moving in
+            var moving = Moving()
+            for (id, entry) in state.messages where entry.segment == number { moving.messages.append(id) }
+            for (key, entry) in state.pending {
+                if entry.segment == number { moving.recipients[key.message, default: []].append(key.index) }
+                if entry.stateSegment == number { moving.states.append((key, entry)) }
+            }
+            return moving
+        }
+        var out = RecordWriter(capacity: 1 << 16)
+        do {
+            for id in moving.messages {
+                let (segment, offset) = monitor.withLock { (state.messages[id]!.segment, state.messages[id]!.offset) }
+                let raw = try readRecord(segment: segment, offset: offset)
+                out.bytes.append(contentsOf: raw)
+            }
+            for (id, indexes) in moving.recipients {
+                let wanted = Set(indexes)
+                var byOffset: [UInt32: Bool] = [:]
+                let offsets = monitor.withLock { indexes.compactMap { state.pending[RecipientKey(message: id, index: $0)]?.offset } }
+                for offset in offsets where byOffset[offset] == nil {
+                    byOffset[offset] = true
+                    let raw = try readRecord(segment: number, offset: offset)
+                    let recipients = try decodeRecipients(raw)
+                    let kept = recipients.filter { wanted.contains($0.index) }
+                    encodeRecipients(&out, id: id, kept)
+                }
+            }
+            for (key, entry) in moving.states {
+                encodeOutcome(&out, key: key, kind: 4, attempts: entry.attempts, nextAttempt: entry.nextAttempt, reply: "")
+            }
+        } catch {
+            return false
+        }
+        guard !out.bytes.isEmpty else { return true }
+        let done = Waiter<Result<Void, SpoolError>>()
+        commit([PendingAppend(bytes: out.bytes, durability: configuration.durability, completion: { done.set($0) })])
+        return (try? done.wait().get()) != nil
+    }
+
+    // MARK: reading records back
+
+    /// readRecord - the framed record at `offset` of `segment`, checked.
+    func readRecord(segment: UInt32, offset: UInt32) throws(SpoolError) -> [UInt8] {
+        let path = segmentPath(segment)
+        let fd = try typed { try monitor.withLock { () throws -> Int32 in
+            if let fd = readers[segment] { return fd }
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw SpoolError.system("open", path: path) }
+            readers[segment] = fd
+            return fd
+        } }
+        var frame = [UInt8](repeating: 0, count: 8)
+        guard pread(fd, &frame, 8, off_t(offset)) == 8 else { throw .system("pread", path: path) }
+        let length = Int(UInt32(frame[0]) | UInt32(frame[1]) << 8 | UInt32(frame[2]) << 16 | UInt32(frame[3]) << 24)
+        guard length <= maximumRecordBody else { throw SpoolError(.invalid("damaged record at \(offset)"), path: path) }
+        var record = [UInt8](repeating: 0, count: 8 + length)
+        let n = record.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, 8 + length, off_t(offset)) }
+        guard n == 8 + length else { throw .system("pread", path: path) }
+        guard case .record = record.withUnsafeBytes({ scanFrame($0, at: 0) }) else {
+            throw SpoolError(.invalid("checksum mismatch in the record at \(offset)"), path: path)
+        }
+        return record
+    }
+
+    // MARK: closing
+
+    /// close - finish queued appends, sync, stop the writer and release the lock.
+    func close() {
+        let thread = monitor.withLock { () -> WorkerThread? in
+            guard !closed else { return nil }
+            closed = true
+            closing = true
+            monitor.broadcast()
+            return writer
+        }
+        thread?.join()
+        if lockDescriptor >= 0 {
+            flock(lockDescriptor, LOCK_UN)
+            Glibc.close(lockDescriptor)
+            lockDescriptor = -1
+        }
+    }
+}
+
+// MARK: - record encoding helpers shared by the shard and the spool
+
+struct DecodedRecipient {
+    var index: UInt32
+    var address: String
+    var variables: [(String, String)]
+}
+
+func encodeRecipients(_ out: inout RecordWriter, id: MessageID, _ recipients: [DecodedRecipient]) {
+    out.begin(.recipients)
+    out.id(id)
+    out.u32(UInt32(recipients.count))
+    for recipient in recipients {
+        out.u32(recipient.index)
+        out.string16(recipient.address)
+        out.u16(UInt16(min(recipient.variables.count, Int(UInt16.max))))
+        for (name, value) in recipient.variables.prefix(Int(UInt16.max)) { out.string16(name); out.string32(value) }
+    }
+    out.end()
+}
+
+/// decodeRecipients - the entries of a framed recipients record.
+func decodeRecipients(_ raw: [UInt8]) throws(SpoolError) -> [DecodedRecipient] {
+    do {
+        return try raw.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) throws -> [DecodedRecipient] in
+            var reader = RecordReader(UnsafeRawBufferPointer(rebasing: bytes[8...]))
+            guard try reader.u8() == RecordType.recipients.rawValue else { throw ShortRecord() }
+            _ = try reader.id()
+            let count = try reader.u32()
+            var out: [DecodedRecipient] = []
+            out.reserveCapacity(Int(min(count, 65536)))
+            for _ in 0..<count {
+                let index = try reader.u32()
+                let address = try reader.string16()
+                var variables: [(String, String)] = []
+                for _ in 0..<(try reader.u16()) { variables.append((try reader.string16(), try reader.string32())) }
+                out.append(DecodedRecipient(index: index, address: address, variables: variables))
+            }
+            return out
+        }
+    } catch {
+        throw SpoolError(.invalid("undecodable recipients record"))
+    }
+}
+
+func encodeOutcome(_ out: inout RecordWriter, key: RecipientKey, kind: UInt8, attempts: UInt32, nextAttempt: Int64, reply: String) {
+    out.begin(.outcome)
+    out.id(key.message)
+    out.u32(key.index)
+    out.u8(kind)
+    out.u32(attempts)
+    out.i64(nextAttempt)
+    out.string16(reply)
+    out.end()
+}
+
+func encodeMessage(_ out: inout RecordWriter, id: MessageID, created: Int64, sender: String, body: [UInt8], metadata: MessageMetadata) {
+    out.begin(.message)
+    out.id(id)
+    out.i64(created)
+    out.i64(metadata.expires)
+    out.u8(metadata.priority.rawValue)
+    out.string16(sender)
+    out.string16(metadata.campaign)
+    out.string16(metadata.tenant)
+    metadata.hints.withUnsafeBytes { out.blob32($0) }
+    body.withUnsafeBytes { out.blob32($0) }
+    out.end()
+}
+
+// MARK: - files
+
+/// typed - run a closure that throws only SpoolError through a rethrowing API.
+func typed<T>(_ body: () throws -> T) throws(SpoolError) -> T {
+    do {
+        return try body()
+    } catch let error as SpoolError {
+        throw error
+    } catch {
+        throw SpoolError(.invalid("\(error)"))
+    }
+}
+
+/// writeAll - write every octet (retrying short writes and EINTR); 0 or the errno.
+func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+    var done = 0
+    while done < bytes.count {
+        let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+        if n < 0 {
+            if errno == EINTR { continue }
+            return errno
+        }
+        done += n
+    }
+    return 0
+}
+
+func makeDirectory(_ path: String) throws(SpoolError) {
+    var prefix = ""
+    for part in path.split(separator: "/", omittingEmptySubsequences: false) {
+        prefix += prefix.isEmpty && path.hasPrefix("/") ? "/\(part)" : (prefix.isEmpty ? String(part) : "/\(part)")
+        if prefix.isEmpty || prefix == "/" { continue }
+        if mkdir(prefix, 0o755) != 0 && errno != EEXIST { throw .system("mkdir", path: prefix) }
+    }
+}
+
+func syncDirectory(_ path: String) throws(SpoolError) {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { throw .system("open", path: path) }
+    defer { Glibc.close(fd) }
+    guard fsync(fd) == 0 else { throw .system("fsync", path: path) }
+}
+
+func readWholeFile(_ path: String) throws(SpoolError) -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw .system("open", path: path) }
+    defer { Glibc.close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw .system("fstat", path: path) }
+    let size = Int(info.st_size)
+    var bytes = [UInt8](repeating: 0, count: size)
+    var done = 0
+    while done < size {
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, size - done, off_t(done)) }
+        if n < 0 { if errno == EINTR { continue }; throw .system("pread", path: path) }
+        if n == 0 { break }
+        done += n
+    }
+    if done < size { bytes.removeLast(size - done) }
+    return bytes
+}
+
+func writeWholeFile(_ path: String, _ bytes: UnsafeRawBufferPointer) throws(SpoolError) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw .system("open", path: path) }
+    defer { Glibc.close(fd) }
+    let code = writeAll(fd, bytes)
+    guard code == 0 else { throw .system("write", path: path, errno: code) }
+    guard fsync(fd) == 0 else { throw .system("fsync", path: path) }
+}

@@ -1,0 +1,186 @@
+// SpoolBasicsTests.swift - enqueue, read back, outcomes, reopen, locking, format details
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+@testable import Spool
+
+@Suite("Spool basics")
+struct SpoolBasicsTests {
+    @Test("CRC-32C matches the published check value")
+    func crcCheckValue() {
+        let check = Array("123456789".utf8).withUnsafeBytes { CRC32C.checksum($0) }
+        #expect(check == 0xE306_9283)
+        let zeros = [UInt8](repeating: 0, count: 32).withUnsafeBytes { CRC32C.checksum($0) }
+        #expect(zeros == 0x8A91_36AA) // RFC 3720 B.4: 32 bytes of zeroes
+        /* Continuing a checksum equals checksumming the concatenation. */
+        let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let whole = data.withUnsafeBytes { CRC32C.checksum($0) }
+        let split = data.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[333...]), continuing: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<333]))) }
+        #expect(whole == split)
+    }
+
+    @Test("An enqueued message reads back, survives a reopen and leaves with its outcomes")
+    func enqueueReopenOutcome() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let configuration = testConfiguration(folder.path, shards: 3, durability: .fsync)
+        var spool: Spool? = try Spool(configuration)
+        let recipients = ["a@one.test", "b@two.test", "c@three.test", "d@one.test"]
+        let message = NewMessage(sender: "s@example.org", body: Array("Subject: hi\r\n\r\nbody\r\n".utf8),
+                                 metadata: MessageMetadata(campaign: "spring", tenant: "t1", priority: .bulk, expires: 42, hints: [1, 2, 3]),
+                                 recipients: recipients.enumerated().map { NewRecipient($1, variables: [("n", "\($0)")]) })
+        let id = try spool!.enqueue(message)
+        #expect(pendingKeys(spool!).count == 4)
+        for (index, address) in recipients.enumerated() {
+            let shard = spool!.shards[shardOf(address, spool!)]
+            let key = RecipientKey(message: id, index: UInt32(index))
+            let stored = try shard.message(id)
+            #expect(stored.sender == "s@example.org")
+            #expect(stored.body == message.body)
+            #expect(stored.metadata == message.metadata)
+            #expect(try shard.recipient(key) == message.recipients[index])
+        }
+        spool!.close()
+        spool = nil
+
+        spool = try Spool(configuration)
+        #expect(pendingKeys(spool!) == (0..<4).map { RecipientKey(message: id, index: UInt32($0)) })
+        let first = spool!.shards[shardOf("a@one.test", spool!)]
+        try first.record(.delivered(reply: "250 2.0.0 ok"), for: RecipientKey(message: id, index: 0))
+        try first.record(.deferred(nextAttempt: 12345, reply: "451 4.7.1 later"), for: RecipientKey(message: id, index: 3))
+        spool!.close()
+        spool = nil
+
+        spool = try Spool(configuration)
+        let pending = spool!.shards.flatMap { $0.pendingRecipients() }.sorted { $0.key < $1.key }
+        #expect(pending.map(\.key.index) == [1, 2, 3])
+        let deferred = pending.first { $0.key.index == 3 }!
+        #expect(deferred.attempts == 1)
+        #expect(deferred.nextAttempt == 12345)
+        #expect(deferred.domain == "one.test")
+        #expect(deferred.campaign == "spring")
+        #expect(deferred.priority == .bulk)
+        var totals = ShardCounts()
+        for shard in spool!.shards { totals.merge(shard.counts()) }
+        #expect(totals.pending == 3)
+        #expect(totals.deferred == 1)
+        #expect(totals.delivered == 1)
+        #expect(totals.byCampaign["spring"] == 3)
+        spool!.close()
+    }
+
+    @Test("A second open of the same spool is refused with the holder's pid")
+    func lockedByPid() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let spool = try Spool(testConfiguration(folder.path))
+        defer { spool.close() }
+        #expect(throws: SpoolError(.locked(pid: getpid()), path: folder.path + "/Queue/shard-00")) {
+            _ = try Spool(testConfiguration(folder.path))
+        }
+        #expect("\(SpoolError(.locked(pid: 77), path: "Q"))" == "Q: queue is locked by pid 77")
+    }
+
+    @Test("due hands out recipients once, earliest first, and deferred ones come back at their time")
+    func dueOrder() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let spool = try Spool(testConfiguration(folder.path, shards: 1))
+        defer { spool.close() }
+        let id = try spool.enqueue(testMessage(["a@x.test", "b@x.test", "c@x.test"]))
+        let shard = spool.shards[0]
+        let now = nowMilliseconds() + 1000
+        let first = shard.due(now: now, limit: 2)
+        #expect(first.count == 2)
+        let second = shard.due(now: now, limit: 10)
+        #expect(second.count == 1)
+        #expect(shard.due(now: now, limit: 10).isEmpty)
+        try shard.record(.deferred(nextAttempt: now + 500, reply: "451"), for: first[0].key)
+        #expect(shard.due(now: now, limit: 10).isEmpty)
+        let again = shard.due(now: now + 500, limit: 10)
+        #expect(again.map(\.key) == [first[0].key])
+        #expect(again[0].attempts == 1)
+        shard.release(first[1].key)
+        #expect(shard.due(now: now, limit: 10).map(\.key) == [first[1].key])
+        _ = id
+    }
+
+    @Test("A campaign stores the body once per shard and every recipient once")
+    func campaignStreaming() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let spool = try Spool(testConfiguration(folder.path, shards: 2, durability: .fsync))
+        let body = [UInt8](repeating: UInt8(ascii: "x"), count: 100_000)
+        let writer = spool.campaign(sender: "news@example.org", body: body, metadata: MessageMetadata(campaign: "big", priority: .bulk))
+        for n in 0..<20_000 { try writer.add(NewRecipient("user\(n)@d\(n % 50).test", variables: [("first", "U\(n)")])) }
+        let receipt = try writer.finish()
+        #expect(receipt.recipients == 20_000)
+        #expect(pendingKeys(spool).count == 20_000)
+        var bytes = 0
+        for shard in spool.shards { bytes += shard.counts().bytes }
+        #expect(bytes < 2 * body.count + 20_000 * 60) // the body twice (two shards), not per recipient
+        let key = RecipientKey(message: receipt.id, index: 12_345)
+        let shard = spool.shards[shardOf("user12345@d45.test", spool)]
+        #expect(try shard.recipient(key) == NewRecipient("user12345@d45.test", variables: [("first", "U12345")]))
+        spool.close()
+        let reopened = try Spool(testConfiguration(folder.path, shards: 2))
+        #expect(pendingKeys(reopened).count == 20_000)
+        #expect(try reopened.shards[shardOf("user12345@d45.test", reopened)].message(receipt.id).body == body)
+        reopened.close()
+    }
+
+    @Test("Purge cancels a campaign's pending recipients, durably; suspensions survive reopen and segment changes")
+    func purgeAndSuspend() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let configuration = testConfiguration(folder.path, shards: 1, segmentSize: 4096)
+        var spool: Spool? = try Spool(configuration)
+        _ = try spool!.enqueue(testMessage(["a@x.test", "b@y.test"], campaign: "c1"))
+        _ = try spool!.enqueue(testMessage(["c@x.test"], campaign: "c2"))
+        let shard = spool!.shards[0]
+        try shard.suspend(Suspension(scope: .domain, name: "x.test", until: 99))
+        try shard.suspend(Suspension(scope: .campaign, name: "c2", until: 0))
+        try shard.resume(.campaign, "c2")
+        #expect(try shard.purge(campaign: "c1") == 2)
+        /* Fill a few segments so the suspension has to be carried into new ones. */
+        for n in 0..<40 { _ = try spool!.enqueue(testMessage(["z\(n)@z.test"], body: String(repeating: "y", count: 500))) }
+        spool!.close()
+        spool = nil
+        spool = try Spool(configuration)
+        #expect(spool!.shards[0].suspensions == [Suspension(scope: .domain, name: "x.test", until: 99)])
+        let counts = spool!.shards[0].counts()
+        #expect(counts.byCampaign["c1"] == nil)
+        #expect(counts.byCampaign["c2"] == 1)
+        #expect(counts.cancelled == 2)
+        spool!.close()
+    }
+
+    @Test("Compaction deletes dead segments and keeps disk use within twice the live data")
+    func compaction() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let configuration = testConfiguration(folder.path, shards: 1, segmentSize: 64 << 10)
+        var spool: Spool? = try Spool(configuration)
+        let shard = spool!.shards[0]
+        var keep: [RecipientKey] = []
+        let body = String(repeating: "b", count: 1000)
+        for round in 0..<400 {
+            let id = try spool!.enqueue(testMessage(["r\(round)@x.test"], body: body))
+            let key = RecipientKey(message: id, index: 0)
+            if round % 20 == 0 { keep.append(key) } else { try shard.record(.delivered(reply: "250"), for: key) }
+        }
+        shard.compact()
+        let counts = shard.counts()
+        #expect(counts.pending == keep.count)
+        let live = keep.count * (body.count + 120)
+        #expect(counts.bytes <= 2 * live + configuration.segmentSize, "bytes \(counts.bytes), live about \(live)")
+        spool!.close()
+        spool = nil
+        spool = try Spool(configuration)
+        #expect(pendingKeys(spool!) == keep.sorted())
+        for key in keep { #expect(try spool!.shards[0].message(key.message).body == Array(body.utf8)) }
+        spool!.close()
+    }
+}
