@@ -11,7 +11,7 @@ BUILD_PKGS := libuv1-dev libssl-dev libc-ares-dev pkg-config
 TEST_PKGS  := dnsmasq-base openssl ca-certificates postfix chromium python3
 
 
-.PHONY: all build release demo test sanitize fuzz fuzz-build bench deps-build deps-test clean
+.PHONY: all build release demo test sanitize fuzz fuzz-build bench bench-spool deps-build deps-test clean
 
 all: build
 
@@ -94,5 +94,13 @@ fuzz: fuzz-build
 bench: deps-build
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
 
+# The spool's bars, side by side with SQLite in the same run (Benchmarks/README.md).
+# Writes about 2 GB under SPOOLBENCH_DIR and removes it afterwards.
+SPOOLBENCH_DIR ?= /tmp/carrier-spoolbench
+bench-spool: deps-build
+	@./.ci/install-packages libsqlite3-dev
+	cd Benchmarks && $(SWIFT) build -c release --product SpoolBench --scratch-path .build-spoolbench
+	Benchmarks/.build-spoolbench/release/SpoolBench --dir $(SPOOLBENCH_DIR); status=$$?; rm -rf $(SPOOLBENCH_DIR); exit $$status
+
 clean:
-	rm -rf .build .build-asan .build-fuzz Benchmarks/.build
+	rm -rf .build .build-asan .build-fuzz Benchmarks/.build Benchmarks/.build-spoolbench

@@ -54,10 +54,12 @@ let package = Package(
         // SMTP sessions driven over EventCore streams: what the engine, the sink, the load
         // generator and the listener share (TLS upgrades, timers, OpenSSL for SASL).
         .target(name: "SMTPStreams", dependencies: ["EventCore", "SMTP"], swiftSettings: strict),
+        // CRC-32C with the CPU's crc32 instruction, for the spool's record checksums.
+        .target(name: "CCRC32C"),
         // The persistent, sharded on-disk queue (POSIX file I/O on its own threads; no event core).
         .target(
             name: "Spool",
-            dependencies: [.product(name: "HeapModule", package: "swift-collections")],
+            dependencies: ["CCRC32C", .product(name: "HeapModule", package: "swift-collections")],
             swiftSettings: strict
         ),
         // The test receiver (`carrier sink`) and the load generator (`carrier blast`).
@@ -75,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "carrier",
             dependencies: [
-                "Carrier", "Sink", "Blast",
+                "Carrier", "Sink", "Blast", "Spool",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -109,6 +111,14 @@ let package = Package(
         .testTarget(
             name: "SpoolTests",
             dependencies: ["Spool", "CarrierTesting"],
+            swiftSettings: strict
+        ),
+        // The process SpoolCrashTests starts and SIGKILLs: enqueues and records outcomes,
+        // printing each acknowledgement. Built by `swift build --build-tests`; found next to the test bundle.
+        .executableTarget(
+            name: "SpoolCrashChild",
+            dependencies: ["Spool"],
+            path: "Tests/SpoolCrashChild",
             swiftSettings: strict
         ),
         .testTarget(

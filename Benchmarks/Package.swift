@@ -13,6 +13,13 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // SQLite, found through pkg-config: SpoolBench's reference store.
+        .systemLibrary(
+            name: "CSQLite",
+            path: "SpoolBench/CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
         .executableTarget(
             name: "EventCoreBenchmarks",
             dependencies: [
@@ -45,6 +52,15 @@ let package = Package(
             path: "Benchmarks/ParserBenchmarks",
             swiftSettings: [.swiftLanguageMode(.v6)],
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        // Durable queue throughput and acknowledgement latency under concurrent producers:
+        // a plain executable (not a package-benchmark target), run by hand.
+        .executableTarget(
+            name: "SpoolBench",
+            dependencies: ["CSQLite", .product(name: "Spool", package: "Carrier")],
+            path: "SpoolBench",
+            exclude: ["CSQLite"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]
 )

@@ -150,6 +150,8 @@ struct RecordReader {
         String(decoding: try take(Int(try u32())), as: UTF8.self)
     }
     mutating func blob32() throws(ShortRecord) -> UnsafeRawBufferPointer { try take(Int(try u32())) }
+    /// bytes16 - the octets of a string16, not decoded.
+    mutating func bytes16() throws(ShortRecord) -> UnsafeRawBufferPointer { try take(Int(try u16())) }
     /// skip16 - pass over a string16 without decoding it.
     mutating func skip16() throws(ShortRecord) { _ = try take(Int(try u16())) }
     mutating func skip32() throws(ShortRecord) { _ = try take(Int(try u32())) }
@@ -178,8 +180,9 @@ enum FrameScan {
 /// Largest record body accepted when reading (a frame claiming more is damage).
 let maximumRecordBody = 1 << 30
 
-/// scanFrame - the record at `offset` of a segment's bytes.
-func scanFrame(_ file: UnsafeRawBufferPointer, at offset: Int) -> FrameScan {
+/// scanFrame - the record at `offset` of a segment's bytes. `verify: false` skips the
+/// checksum, for bytes this process has just framed itself.
+func scanFrame(_ file: UnsafeRawBufferPointer, at offset: Int, verify: Bool = true) -> FrameScan {
     let remaining = file.count - offset
     if remaining == 0 { return .end }
     if remaining < 9 { return .torn }
@@ -192,7 +195,7 @@ func scanFrame(_ file: UnsafeRawBufferPointer, at offset: Int) -> FrameScan {
     }
     if length > remaining - 8 { return .torn }
     let body = UnsafeRawBufferPointer(rebasing: file[(offset + 8)..<(offset + 8 + length)])
-    if CRC32C.checksum(body) != crc {
+    if verify && CRC32C.checksum(body) != crc {
         return offset + 8 + length == file.count ? .torn : .corrupt("checksum mismatch in the record at offset \(offset)")
     }
     return .record(FramedRecord(offset: offset, body: body))

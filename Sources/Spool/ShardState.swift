@@ -24,16 +24,44 @@ struct MessageEntry {
     var created: Int64
 }
 
+/// A pending recipient in the index: 28 octets, all 32-bit aligned (the time is split in
+/// two words so the entry does not pad to 8-octet alignment).
 struct PendingEntry {
     var segment: UInt32
     var offset: UInt32
     var domain: UInt32
-    var attempts: UInt32
-    var nextAttempt: Int64
     /// Segment of the latest deferred outcome (0: none).
     var stateSegment: UInt32
+    private var nextHigh: UInt32
+    private var nextLow: UInt32
+    private var attemptCount: UInt16
     /// Handed out by `due` and not yet given an outcome.
     var claimed: Bool
+
+    init(segment: UInt32, offset: UInt32, domain: UInt32, attempts: UInt32, nextAttempt: Int64, stateSegment: UInt32, claimed: Bool) {
+        self.segment = segment
+        self.offset = offset
+        self.domain = domain
+        self.stateSegment = stateSegment
+        nextHigh = 0
+        nextLow = 0
+        attemptCount = 0
+        self.claimed = claimed
+        self.attempts = attempts
+        self.nextAttempt = nextAttempt
+    }
+
+    /// Earliest next attempt, ms since the epoch.
+    var nextAttempt: Int64 {
+        get { Int64(bitPattern: UInt64(nextHigh) << 32 | UInt64(nextLow)) }
+        set { nextHigh = UInt32(truncatingIfNeeded: UInt64(bitPattern: newValue) >> 32); nextLow = UInt32(truncatingIfNeeded: newValue) }
+    }
+
+    /// Attempts so far (kept to 65,535, far beyond any retry schedule).
+    var attempts: UInt32 {
+        get { UInt32(attemptCount) }
+        set { attemptCount = UInt16(min(newValue, UInt32(UInt16.max))) }
+    }
 }
 
 struct SegmentInfo {
@@ -46,8 +74,19 @@ struct SegmentInfo {
 
 /// An entry of the due-time heap; stale entries are skipped when popped.
 struct DueItem: Comparable {
-    var time: Int64
+    /* The time in two 32-bit words: 28 octets per item instead of 32. */
+    private var high: Int32
+    private var low: UInt32
     var key: RecipientKey
+
+    init(time: Int64, key: RecipientKey) {
+        high = Int32(truncatingIfNeeded: time >> 32)
+        low = UInt32(truncatingIfNeeded: time)
+        self.key = key
+    }
+
+    var time: Int64 { Int64(high) << 32 | Int64(low) }
+    static func == (a: DueItem, b: DueItem) -> Bool { a.time == b.time && a.key == b.key }
     static func < (a: DueItem, b: DueItem) -> Bool { a.time < b.time || (a.time == b.time && a.key < b.key) }
 }
 
@@ -65,6 +104,31 @@ struct Interner {
     }
 
     func existing(_ name: String) -> UInt32? { ids[name] }
+
+    /* Domain ids by FNV-1a of the lowercased octets, so replaying a recipient does not
+       build a String for a domain already seen. A hash collision falls back to `id(_:)`. */
+    private var byHash: [UInt64: UInt32] = [:]
+
+    /// id - the id of the lowercased text of `bytes`.
+    mutating func id(lowercasing bytes: UnsafeRawBufferPointer) -> UInt32 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(asciiLower(byte))) &* 0x100_0000_01b3 }
+        if let id = byHash[hash] {
+            var name = names[Int(id)]
+            let same = name.withUTF8 { stored in
+                stored.count == bytes.count && zip(stored, bytes).allSatisfy { $0 == asciiLower($1) }
+            }
+            if same { return id }
+        }
+        let id = self.id(String(decoding: bytes, as: UTF8.self).lowercased())
+        if byHash[hash] == nil { byHash[hash] = id }
+        return id
+    }
+}
+
+@inline(__always) func asciiLower(_ byte: UInt8) -> UInt8 { byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte }
+
+extension Interner {
     subscript(id: UInt32) -> String { names[Int(id)] }
 }
 
@@ -151,14 +215,20 @@ struct ShardState {
         }
         let created = messages[id]!.created
         var added: UInt32 = 0
+        segments[segment, default: SegmentInfo(bytes: 0)].refsWritten += Int(count)
         for _ in 0..<count {
             let index = try reader.u32()
-            let address = try reader.string16()
+            let address = try reader.bytes16()
             let variables = Int(try reader.u16())
             for _ in 0..<variables { try reader.skip16(); try reader.skip32() }
             let key = RecipientKey(message: id, index: index)
-            wrote(segment)
-            if var entry = pending[key] {
+            let at = address.lastIndex(of: UInt8(ascii: "@")).map { $0 + 1 } ?? address.count
+            let domain = domains.id(lowercasing: UnsafeRawBufferPointer(rebasing: address[at...]))
+            /* One hash per recipient: insert, and undo in the rare case it was there. */
+            let fresh = PendingEntry(segment: segment, offset: offset, domain: domain, attempts: 0,
+                                     nextAttempt: created, stateSegment: 0, claimed: false)
+            if var entry = pending.updateValue(fresh, forKey: key) {
+                /* A copy written forward by compaction: only the position changes. */
                 dropRef(entry.segment)
                 addRef(segment)
                 entry.segment = segment
@@ -166,9 +236,6 @@ struct ShardState {
                 pending[key] = entry
                 continue
             }
-            let domain = domains.id(recipientDomain(address))
-            pending[key] = PendingEntry(segment: segment, offset: offset, domain: domain, attempts: 0,
-                                        nextAttempt: created, stateSegment: 0, claimed: false)
             addRef(segment)
             if !replaying { heap.insert(DueItem(time: created, key: key)) }
             added += 1
@@ -187,15 +254,18 @@ struct ShardState {
         let nextAttempt = try reader.i64()
         guard var entry = pending[key] else { return } // already final, or its record was compacted away
         if kind == 4 {
+            /* Compaction's copy of the state it moves repeats it: that must not release a
+               recipient `due` handed out (it would be handed out again while in flight). */
+            let isCopy = attempts == entry.attempts && nextAttempt == entry.nextAttempt
             dropRef(entry.stateSegment)
             addRef(segment)
             wrote(segment)
             entry.stateSegment = segment
             entry.attempts = attempts
             entry.nextAttempt = nextAttempt
-            entry.claimed = false
+            if !isCopy { entry.claimed = false }
             pending[key] = entry
-            if !replaying { heap.insert(DueItem(time: nextAttempt, key: key)) }
+            if !replaying && !isCopy { heap.insert(DueItem(time: nextAttempt, key: key)) }
             return
         }
         switch kind {

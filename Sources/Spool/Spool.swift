@@ -97,7 +97,7 @@ public final class Spool: Sendable {
         let created = nowMilliseconds()
         var parts: [Int: [DecodedRecipient]] = [:]
         for (index, recipient) in message.recipients.enumerated() {
-            parts[shardIndex(domain: recipient.domain, shards: shards.count), default: []]
+            parts[shardIndex(address: recipient.address, shards: shards.count), default: []]
                 .append(DecodedRecipient(index: UInt32(index), address: recipient.address, variables: recipient.variables))
         }
         let tracker = PartTracker(id: id, parts: parts, spool: self, completion: completion)
@@ -206,7 +206,7 @@ public final class CampaignWriter {
     /// add - one recipient; throws the first failure of an earlier chunk.
     public func add(_ recipient: NewRecipient) throws(SpoolError) {
         if let failure = outstanding.withLock({ outstanding.failure }) { throw failure }
-        let shard = shardIndex(domain: recipient.domain, shards: spool.shards.count)
+        let shard = shardIndex(address: recipient.address, shards: spool.shards.count)
         if counts[shard] == 0 {
             buffers[shard] = RecordWriter(capacity: 64 * chunk + (started[shard] ? 0 : body.count + 256))
             if !started[shard] {
@@ -413,5 +413,28 @@ extension SpoolShard {
         let waiter = Waiter<Result<Void, SpoolError>>()
         append(PendingAppend(bytes: [], durability: .none, isCompaction: true) { waiter.set($0) })
         _ = waiter.wait()
+    }
+}
+
+extension SpoolShard {
+    /// pendingWithAddresses - pending recipients that pass `include`, with their addresses
+    /// and variables, ordered by key; each recipients record is read once.
+    public func pendingWithAddresses(_ include: (PendingRecipient) -> Bool) throws(SpoolError) -> [(PendingRecipient, NewRecipient)] {
+        let selected = pendingRecipients().filter(include).sorted { $0.key < $1.key }
+        var records: [UInt64: [UInt32: DecodedRecipient]] = [:]
+        var out: [(PendingRecipient, NewRecipient)] = []
+        out.reserveCapacity(selected.count)
+        for pending in selected {
+            let place = UInt64(pending.segment) << 32 | UInt64(pending.offset)
+            if records[place] == nil {
+                let decoded = try decodeRecipients(try readRecord(segment: pending.segment, offset: pending.offset))
+                records[place] = Dictionary(decoded.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+            }
+            guard let found = records[place]?[pending.key.index] else {
+                throw SpoolError(.invalid("recipient \(pending.key) is missing from its record"), path: segmentPath(pending.segment))
+            }
+            out.append((pending, NewRecipient(found.address, variables: found.variables)))
+        }
+        return out
     }
 }

@@ -112,10 +112,26 @@ public final class SpoolShard: @unchecked Sendable {
         }
         defer { closedir(dir) }
         var numbers: [UInt32] = []
+        var leftovers: [UInt32] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name.hasSuffix(".seg.tmp"), let number = UInt32(name.dropLast(8)) { leftovers.append(number) }
             guard name.hasSuffix(".seg"), let number = UInt32(name.dropLast(4)) else { continue }
             numbers.append(number)
+        }
+        if !configuration.readOnly {
+            /* A quarantine interrupted between its two renames: the damaged segment is already
+               in corrupt/, so its readable prefix takes its place; if the segment is still
+               here, the quarantine starts over when replay meets the damage again. */
+            for number in leftovers {
+                let temporary = segmentPath(number) + ".tmp"
+                if numbers.contains(number) {
+                    unlink(temporary)
+                } else if rename(temporary, segmentPath(number)) == 0 {
+                    numbers.append(number)
+                    recovery.quarantined.append("\(SpoolShard.folderName(index))/\(SpoolShard.segmentName(number)): readable prefix restored after an interrupted quarantine")
+                }
+            }
         }
         return numbers.sorted()
     }
@@ -131,17 +147,21 @@ public final class SpoolShard: @unchecked Sendable {
         recovery.affectedMessages = Array(Set(recovery.affectedMessages + lost)).sorted()
         recovery.segments = state.segments.count
         recovery.pending = state.pending.count
-        currentSegment = numbers.last ?? 0
+        /* Not `numbers.last`: replay deletes a last segment cut inside its header. */
+        currentSegment = state.segments.keys.max() ?? 0
     }
 
     private func replay(segment number: UInt32, isLast: Bool) throws(SpoolError) {
         let path = segmentPath(number)
         let bytes = try readWholeFile(path)
         try typed { try bytes.withUnsafeBytes { (file: UnsafeRawBufferPointer) throws in
-            if file.count < SegmentHeader.size && isLast && !configuration.readOnly {
-                /* A crash while the segment was being created: nothing in it was acknowledged. */
-                unlink(path)
-                recovery.truncatedBytes += file.count
+            if file.count < SegmentHeader.size && isLast {
+                /* A crash while the segment was being created (or, for a reader, the writer
+                   creating it right now): nothing in it was acknowledged. */
+                if !configuration.readOnly {
+                    unlink(path)
+                    recovery.truncatedBytes += file.count
+                }
                 return
             }
             guard case .success(let header) = SegmentHeader.decode(file) else {
@@ -164,6 +184,10 @@ public final class SpoolShard: @unchecked Sendable {
                     offset += record.size
                 case .end:
                     break scanning
+                case .torn where !isLast:
+                    /* Only the last segment can be torn by a crash: a sealed one cut short is damage. */
+                    try quarantine(number, file: file, at: offset, why: "record cut short at offset \(offset) in a sealed segment")
+                    break scanning
                 case .torn:
                     if !configuration.readOnly {
                         guard truncate(path, off_t(offset)) == 0 else { throw SpoolError.system("truncate", path: path) }
@@ -185,6 +209,11 @@ public final class SpoolShard: @unchecked Sendable {
     private func quarantine(_ number: UInt32, file: UnsafeRawBufferPointer, at offset: Int, why: String) throws(SpoolError) {
         recovery.quarantined.append("\(SpoolShard.folderName(index))/\(SpoolShard.segmentName(number)): \(why)")
         var affected: Set<MessageID> = []
+        /* The damaged record's own id (unless the damage hit it, it is where the frame says). */
+        if offset + 9 + 16 <= file.count && file[offset + 8] != RecordType.admin.rawValue {
+            var reader = RecordReader(UnsafeRawBufferPointer(rebasing: file[(offset + 9)..<(offset + 25)]))
+            if let id = try? reader.id() { affected.insert(id) }
+        }
         var probe = offset + 1
         while probe + 9 + 16 <= file.count {
             if case .record(let record) = scanFrame(file, at: probe) {
@@ -405,7 +434,7 @@ public final class SpoolShard: @unchecked Sendable {
             state.segments[segment, default: SegmentInfo(bytes: 0)].bytes = currentSize
             buffer.withUnsafeBytes { raw in
                 var offset = 0
-                while offset < raw.count, case .record(let record) = scanFrame(raw, at: offset) {
+                while offset < raw.count, case .record(let record) = scanFrame(raw, at: offset, verify: false) {
                     try? state.apply(record.body, segment: segment, offset: UInt32(base + offset))
                     offset += record.size
                 }
@@ -466,7 +495,12 @@ public final class SpoolShard: @unchecked Sendable {
             for (id, entry) in state.messages where entry.segment == number { moving.messages.append(id) }
             for (key, entry) in state.pending {
                 if entry.segment == number { moving.recipients[key.message, default: []].append(key.index) }
-                if entry.stateSegment == number { moving.states.append((key, entry)) }
+                /* A moved recipient's deferred state moves with it, written after its copy: replay
+                   drops a state met before the recipient's record, so one left behind in an older
+                   segment would be lost on the next open (attempts and next attempt reset). */
+                if entry.stateSegment == number || (entry.segment == number && entry.stateSegment != 0) {
+                    moving.states.append((key, entry))
+                }
             }
             return moving
         }

@@ -10,12 +10,22 @@ import Glibc
 /// The high word is the creation time in milliseconds; the low word a per-process
 /// random prefix and a counter. Printed as 28 lowercase hex digits.
 public struct MessageID: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var high: UInt64
-    public var low: UInt64
+    /* Four 32-bit words rather than two 64-bit ones: a RecipientKey is then 20 octets
+       instead of 24, which the index pays once per pending recipient. */
+    private var words: (UInt32, UInt32, UInt32, UInt32)
+
+    public var high: UInt64 { UInt64(words.0) << 32 | UInt64(words.1) }
+    public var low: UInt64 { UInt64(words.2) << 32 | UInt64(words.3) }
 
     public init(high: UInt64, low: UInt64) {
-        self.high = high
-        self.low = low
+        words = (UInt32(truncatingIfNeeded: high >> 32), UInt32(truncatingIfNeeded: high),
+                 UInt32(truncatingIfNeeded: low >> 32), UInt32(truncatingIfNeeded: low))
+    }
+
+    public static func == (a: MessageID, b: MessageID) -> Bool { a.words == b.words }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(words.0); hasher.combine(words.1); hasher.combine(words.2); hasher.combine(words.3)
     }
 
     /// parse - the id printed by `description`, or nil.
@@ -355,6 +365,21 @@ public func shardIndex(domain: String, shards: Int) -> Int {
         hash = (hash ^ UInt64(lower)) &* 0x100_0000_01b3
     }
     return Int(hash % UInt64(shards))
+}
+
+/// shardIndex - the shard of an address's domain (the text after its last "@"), without
+/// building the domain string.
+public func shardIndex(address: String, shards: Int) -> Int {
+    var address = address
+    return address.withUTF8 { utf8 in
+        let start = utf8.lastIndex(of: UInt8(ascii: "@")).map { $0 + 1 } ?? utf8.count
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in utf8[start...] {
+            let lower = byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte
+            hash = (hash ^ UInt64(lower)) &* 0x100_0000_01b3
+        }
+        return Int(hash % UInt64(shards))
+    }
 }
 
 /// nowMilliseconds - wall-clock time in milliseconds since the Unix epoch.

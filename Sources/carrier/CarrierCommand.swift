@@ -12,6 +12,7 @@ struct CarrierCommand: ParsableCommand {
             Demo.self,
             SinkCommand.self,
             BlastCommand.self,
+            QueueCommand.self,
         ]
     )
 }

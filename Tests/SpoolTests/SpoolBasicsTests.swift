@@ -184,3 +184,39 @@ struct SpoolBasicsTests {
         spool!.close()
     }
 }
+
+@Suite("Spool checksums")
+struct SpoolChecksumTests {
+    @Test("The instruction-based CRC-32C equals the table-driven one on every length and alignment")
+    func hardwareMatchesSoftware() {
+        var generator = SystemRandomNumberGenerator()
+        let data = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        data.withUnsafeBytes { all in
+            for start in 0..<9 {
+                for length in [0, 1, 7, 8, 9, 63, 64, 65, 1000, 4000] {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                    #expect(CRC32C.checksum(slice, continuing: 0x1234) == CRC32C.software(slice, continuing: 0x1234))
+                }
+            }
+        }
+        let check = Array("123456789".utf8).withUnsafeBytes { CRC32C.software($0) }
+        #expect(check == 0xE306_9283)
+    }
+}
+
+@Suite("Spool index layout")
+struct SpoolLayoutTests {
+    @Test("Index entries keep their packed sizes (memory per pending recipient depends on them)")
+    func strides() {
+        #expect(MemoryLayout<RecipientKey>.stride == 20)
+        #expect(MemoryLayout<PendingEntry>.stride == 28)
+        #expect(MemoryLayout<DueItem>.stride == 28)
+        let entry = PendingEntry(segment: 1, offset: 2, domain: 3, attempts: 70_000, nextAttempt: -5_000_000_000_123, stateSegment: 4, claimed: true)
+        #expect(entry.nextAttempt == -5_000_000_000_123)
+        #expect(entry.attempts == 65_535)
+        #expect(DueItem(time: 1_800_000_000_123, key: RecipientKey(message: MessageID(high: 1, low: 2), index: 3)).time == 1_800_000_000_123)
+        let id = MessageID(high: 0x0123_4567_89ab, low: 0xfedc_ba98_7654_3210)
+        #expect(MessageID(id.description) == id)
+        #expect(id.description == "0123456789abfedcba9876543210")
+    }
+}
