@@ -369,6 +369,8 @@ extension SpoolShard {
     }
 
     /// message - a message's envelope, metadata and body, read back from its record.
+    /// A blocking `pread`: call it from a thread that may wait for the disk, never from an
+    /// event loop (the delivery engine reads through its shard's I/O thread).
     public func message(_ id: MessageID) throws(SpoolError) -> StoredMessage {
         guard let (segment, offset) = withState({ state in state.messages[id].map { ($0.segment, $0.offset) } }) else {
             throw SpoolError(.invalid("message \(id) has nothing pending in shard \(index)"))
@@ -396,7 +398,8 @@ extension SpoolShard {
         }
     }
 
-    /// recipient - a pending recipient's address and merge variables.
+    /// recipient - a pending recipient's address and merge variables (a blocking `pread`,
+    /// like `message(_:)`).
     public func recipient(_ key: RecipientKey) throws(SpoolError) -> NewRecipient {
         guard let (segment, offset) = withState({ state in state.pending[key].map { ($0.segment, $0.offset) } }) else {
             throw SpoolError(.invalid("recipient \(key) is not pending in shard \(index)"))
