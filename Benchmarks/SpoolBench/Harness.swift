@@ -126,43 +126,78 @@ func runProducers(name: String, producers: Int, messages: Int,
                           maxMilliseconds: Double(sorted[sorted.count - 1]) / 1e6)
 }
 
-/// runCallbackProducers - `messages` messages from `producers` logical producers that each
-/// keep one message outstanding and are told of its acknowledgement by a callback, as
-/// connections on an event loop would be: no thread blocks per message. `submit` gets the
-/// producer, the message's number within its share and `done`, which the store's
-/// completion must call; the next message of that producer is submitted from there.
-func runCallbackProducers(name: String, producers: Int, messages: Int,
-                          submit: @escaping @Sendable (_ producer: Int, _ index: Int, _ done: @escaping @Sendable () -> Void) -> Void) -> ProducerResult {
-    precondition(producers > 0 && messages >= producers, "need at least one message per producer")
-    let latencies = Mutex<[UInt64]>([])
-    latencies.withLock { $0.reserveCapacity(messages) }
-    let finished = DispatchSemaphore(value: 0)
+/// runLoopProducers - `messages` messages from `producers` logical producers spread over
+/// `loops` threads that play event loops (the way SMTP or HTTP injectors run): each
+/// producer keeps one message outstanding; the store's completion, on the store's own
+/// thread, only posts the producer back to its loop's mailbox, and the loop thread records
+/// the latency and submits that producer's next message. No thread blocks per message.
+/// `submit` gets the producer, the message's number within its share and `done`, which the
+/// store's completion must call.
+func runLoopProducers(name: String, producers: Int, messages: Int, loops: Int,
+                      submit: @escaping @Sendable (_ producer: Int, _ index: Int, _ done: @escaping @Sendable () -> Void) -> Void) -> ProducerResult {
+    precondition(producers > 0 && messages >= producers && loops > 0, "need at least one message per producer")
 
     /// One logical producer: its share, its position and the start time of its message.
     final class Producer: @unchecked Sendable {
         /* @unchecked: a producer has one message outstanding, so its fields are touched by
-           one thread at a time, handed over through the store's own queue lock. */
+           one thread at a time, handed over through the loop's mailbox lock. */
         let number: Int
         let share: Int
         var index = 0
         var started: UInt64 = 0
-        init(number: Int, share: Int) { self.number = number; self.share = share }
+        var latencies: [UInt64] = []
+        init(number: Int, share: Int) { self.number = number; self.share = share; latencies.reserveCapacity(share) }
     }
-    @Sendable func next(_ producer: Producer) {
-        producer.started = monotonicNanoseconds()
-        submit(producer.number, producer.index) {
-            let latency = monotonicNanoseconds() - producer.started
-            latencies.withLock { $0.append(latency) }
-            producer.index += 1
-            if producer.index < producer.share { next(producer) } else { finished.signal() }
+    /// A loop's mailbox: producers whose message was acknowledged.
+    final class Mailbox: @unchecked Sendable {
+        /* @unchecked: `ready` is only touched with `condition` locked. */
+        let condition = NSCondition()
+        var ready: [Producer] = []
+        func post(_ producer: Producer) {
+            condition.lock()
+            ready.append(producer)
+            if ready.count == 1 { condition.signal() }
+            condition.unlock()
+        }
+        func take() -> [Producer] {
+            condition.lock()
+            while ready.isEmpty { condition.wait() }
+            let out = ready
+            ready.removeAll(keepingCapacity: true)
+            condition.unlock()
+            return out
         }
     }
+
     let all = (0..<producers).map { Producer(number: $0, share: messages / producers + ($0 < messages % producers ? 1 : 0)) }
+    let mailboxes = (0..<loops).map { _ in Mailbox() }
+    @Sendable func send(_ producer: Producer, via mailbox: Mailbox) {
+        producer.started = monotonicNanoseconds()
+        submit(producer.number, producer.index) { mailbox.post(producer) }
+    }
+    let gate = StartGate()
+    var threads: [pthread_t] = []
+    for loop in 0..<loops {
+        let mine = all.filter { $0.number % loops == loop }
+        let mailbox = mailboxes[loop]
+        threads.append(spawnThread {
+            gate.wait()
+            for producer in mine { send(producer, via: mailbox) }
+            var active = mine.count
+            while active > 0 {
+                for producer in mailbox.take() {
+                    producer.latencies.append(monotonicNanoseconds() - producer.started)
+                    producer.index += 1
+                    if producer.index < producer.share { send(producer, via: mailbox) } else { active -= 1 }
+                }
+            }
+        })
+    }
     let start = monotonicNanoseconds()
-    for producer in all { next(producer) }
-    for _ in all { finished.wait() }
+    gate.open()
+    for thread in threads { pthread_join(thread, nil) }
     let wall = Double(monotonicNanoseconds() - start) / 1e9
-    var sorted = latencies.withLock { $0 }
+    var sorted = all.flatMap(\.latencies)
     sorted.sort()
     precondition(sorted.count == messages, "a producer lost latencies")
     func milliseconds(atFraction fraction: Double) -> Double {

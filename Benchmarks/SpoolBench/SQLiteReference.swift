@@ -13,12 +13,12 @@ import CSQLite
 import Foundation
 
 /// runSQLiteReference - the concurrent-producer workload against a fresh database in `directory`.
-func runSQLiteReference(directory: String, producers: Int, messages: Int, callbacks: Bool = false) throws -> ProducerResult {
+func runSQLiteReference(directory: String, producers: Int, messages: Int, callbacks: Bool = false, loops: Int = 2) throws -> ProducerResult {
     let store = try SQLiteGroupCommitStore(path: directory + "/reference.sqlite")
     let source = MessageSource(producers: producers)
     let result: ProducerResult
     if callbacks {
-        result = runCallbackProducers(name: "SQLite WAL synchronous=FULL, group commit; callback producers", producers: producers, messages: messages) { producer, index, done in
+        result = runLoopProducers(name: "SQLite WAL synchronous=FULL, group commit; producers on \(loops) loop threads", producers: producers, messages: messages, loops: loops) { producer, index, done in
             store.submit(source.message(producer: producer, index: index)) { failure in
                 if let failure { fatalError("SQLite reference: \(failure)") }
                 done()

@@ -8,14 +8,15 @@ import Synchronization
 
 /// runSpoolIndividual - `messages` single-recipient 2 KB messages from `producers` threads,
 /// each waiting for its durable acknowledgement (group commit, `fsync` mode).
-func runSpoolIndividual(directory: String, producers: Int, messages: Int, callbacks: Bool = false) throws -> ProducerResult {
-    let spool = try Spool(SpoolConfiguration(directory: directory + "/Queue", durability: .fsync))
+func runSpoolIndividual(directory: String, producers: Int, messages: Int, callbacks: Bool = false, loops: Int = 2) throws -> ProducerResult {
+    let shards = ProcessInfo.processInfo.environment["SPOOL_SHARDS"].flatMap(Int.init) ?? SpoolConfiguration.processors
+    let spool = try Spool(SpoolConfiguration(directory: directory + "/Queue", shards: shards, durability: .fsync))
     defer { spool.close() }
     let source = MessageSource(producers: producers)
     let name = "Carrier spool (fsync, \(spool.shards.count) shards, group commit)"
     let result: ProducerResult
     if callbacks {
-        result = runCallbackProducers(name: name + "; callback producers", producers: producers, messages: messages) { producer, index, done in
+        result = runLoopProducers(name: name + "; producers on \(loops) loop threads", producers: producers, messages: messages, loops: loops) { producer, index, done in
             let message = source.message(producer: producer, index: index)
             spool.enqueue(NewMessage(sender: message.sender, body: message.body, recipients: [NewRecipient(message.recipient)])) { result in
                 if case .failure(let error) = result { fatalError("enqueue failed: \(error)") }

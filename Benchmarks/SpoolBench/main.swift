@@ -61,10 +61,10 @@ func workloads() -> [Workload] {
         Workload(key: "spool") { directory, options in
             try runSpoolIndividual(directory: directory, producers: options.producers, messages: options.messages)
         },
-        Workload(key: "sqlite-callbacks") { directory, options in
+        Workload(key: "sqlite-loops") { directory, options in
             try runSQLiteReference(directory: directory, producers: options.producers, messages: options.messages, callbacks: true)
         },
-        Workload(key: "spool-callbacks") { directory, options in
+        Workload(key: "spool-loops") { directory, options in
             try runSpoolIndividual(directory: directory, producers: options.producers, messages: options.messages, callbacks: true)
         },
     ]

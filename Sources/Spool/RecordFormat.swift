@@ -196,7 +196,10 @@ func scanFrame(_ file: UnsafeRawBufferPointer, at offset: Int, verify: Bool = tr
     if length > remaining - 8 { return .torn }
     let body = UnsafeRawBufferPointer(rebasing: file[(offset + 8)..<(offset + 8 + length)])
     if verify && CRC32C.checksum(body) != crc {
-        return offset + 8 + length == file.count ? .torn : .corrupt("checksum mismatch in the record at offset \(offset)")
+        /* Nothing but zeros after it (a preallocated tail, or the end of the file): the
+           record was being written when the process stopped. */
+        let after = UnsafeRawBufferPointer(rebasing: file[(offset + 8 + length)...])
+        return after.allSatisfy({ $0 == 0 }) ? .torn : .corrupt("checksum mismatch in the record at offset \(offset)")
     }
     return .record(FramedRecord(offset: offset, body: body))
 }

@@ -43,7 +43,16 @@ public final class SpoolShard: @unchecked Sendable {
     // Writer-thread state (only the writer touches these after open).
     private var descriptor: Int32 = -1
     private var currentSegment: UInt32 = 0
+    /// Where the next record goes: the end of the data, not of the file, which may run on
+    /// in zeros (a preallocated segment).
     private var currentSize = 0
+    /// Size of the current segment's file, zero tail included.
+    private var fileSize = 0
+    /// The thread zero-filling the next segment, and what it made (writer-thread state).
+    private var preparer: WorkerThread?
+    private let prepared = PreparedSegment()
+    /// Data end of the last segment found by replay (its zero tail is kept).
+    private var replayedEnd: Int?
     private var dirtySince: Int64? = nil
     private var compactionWanted = false
 
@@ -116,6 +125,7 @@ public final class SpoolShard: @unchecked Sendable {
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
             if name.hasSuffix(".seg.tmp"), let number = UInt32(name.dropLast(8)) { leftovers.append(number) }
+            if name.hasSuffix(".seg.prep") && !configuration.readOnly { unlink(directory + "/" + name) } // a zero-filled spare; made again
             guard name.hasSuffix(".seg"), let number = UInt32(name.dropLast(4)) else { continue }
             numbers.append(number)
         }
@@ -155,9 +165,10 @@ public final class SpoolShard: @unchecked Sendable {
         let path = segmentPath(number)
         let bytes = try readWholeFile(path)
         try typed { try bytes.withUnsafeBytes { (file: UnsafeRawBufferPointer) throws in
-            if file.count < SegmentHeader.size && isLast {
-                /* A crash while the segment was being created (or, for a reader, the writer
-                   creating it right now): nothing in it was acknowledged. */
+            if isLast && (file.count < SegmentHeader.size || file[..<SegmentHeader.size].allSatisfy({ $0 == 0 })) {
+                /* A crash while the segment was being created, before its header was synced
+                   (or, for a reader, the writer creating it right now; a spare that was
+                   renamed into place is all zeros): nothing in it was acknowledged. */
                 if !configuration.readOnly {
                     unlink(path)
                     recovery.truncatedBytes += file.count
@@ -183,17 +194,23 @@ public final class SpoolShard: @unchecked Sendable {
                     recovery.records += 1
                     offset += record.size
                 case .end:
+                    replayedEnd = offset
                     break scanning
                 case .torn where !isLast:
                     /* Only the last segment can be torn by a crash: a sealed one cut short is damage. */
                     try quarantine(number, file: file, at: offset, why: "record cut short at offset \(offset) in a sealed segment")
                     break scanning
                 case .torn:
-                    if !configuration.readOnly {
+                    let zeroTail = UnsafeRawBufferPointer(rebasing: file[offset...]).allSatisfy { $0 == 0 }
+                    if zeroTail {
+                        /* The preallocated rest of the segment being written: nothing was cut. */
+                        replayedEnd = offset
+                    } else if !configuration.readOnly {
                         guard truncate(path, off_t(offset)) == 0 else { throw SpoolError.system("truncate", path: path) }
                         recovery.truncatedBytes += file.count - offset
-                        state.segments[number]?.bytes = offset
+                        replayedEnd = offset
                     }
+                    state.segments[number]?.bytes = offset
                     break scanning
                 case .corrupt(let why):
                     try quarantine(number, file: file, at: offset, why: why)
@@ -216,6 +233,7 @@ public final class SpoolShard: @unchecked Sendable {
         }
         var probe = offset + 1
         while probe + 9 + 16 <= file.count {
+            if file[probe] == 0, UnsafeRawBufferPointer(rebasing: file[probe...]).allSatisfy({ $0 == 0 }) { break }
             if case .record(let record) = scanFrame(file, at: probe) {
                 var reader = RecordReader(record.body)
                 if (try? reader.u8()) != RecordType.admin.rawValue, let id = try? reader.id() { affected.insert(id) }
@@ -250,7 +268,8 @@ public final class SpoolShard: @unchecked Sendable {
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .system("open", path: path) }
         descriptor = fd
-        currentSize = Int(lseek(fd, 0, SEEK_END))
+        fileSize = Int(lseek(fd, 0, SEEK_END))
+        currentSize = replayedEnd ?? fileSize
         if currentSize >= configuration.segmentSize { try startSegment(currentSegment + 1) }
     }
 
@@ -258,7 +277,21 @@ public final class SpoolShard: @unchecked Sendable {
     /// (so older segments can go without losing them); made durable with the folder entry.
     private func startSegment(_ number: UInt32) throws(SpoolError) {
         let path = segmentPath(number)
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        /* A zero-filled spare made ahead of time becomes the segment: overwriting blocks that
+           already exist lets each fdatasync skip the file-size update. */
+        if let thread = preparer {
+            thread.join()
+            preparer = nil
+        }
+        var size = 0
+        if prepared.take(number) {
+            if rename(path + ".prep", path) == 0 {
+                size = configuration.segmentSize
+            } else {
+                unlink(path + ".prep")
+            }
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | (size == 0 ? O_TRUNC : 0) | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .system("open", path: path) }
         var out = RecordWriter(capacity: 256)
         out.bytes = SegmentHeader(shard: UInt32(index), segment: number, created: nowMilliseconds()).encode()
@@ -267,7 +300,7 @@ public final class SpoolShard: @unchecked Sendable {
         for suspension in suspensions {
             out.begin(.admin); out.u8(1); out.u8(suspension.scope.rawValue); out.string16(suspension.name); out.i64(suspension.until); out.end()
         }
-        let written = out.bytes.withUnsafeBytes { writeAll(fd, $0) }
+        let written = out.bytes.withUnsafeBytes { writeAll(fd, $0, at: 0) }
         guard written == 0 else {
             Glibc.close(fd)
             unlink(path)
@@ -281,6 +314,7 @@ public final class SpoolShard: @unchecked Sendable {
         descriptor = fd
         currentSegment = number
         currentSize = out.bytes.count
+        fileSize = max(size, currentSize)
         monitor.withLock {
             state.segments[number] = SegmentInfo(bytes: currentSize)
             state.suspensions = suspensions
@@ -390,6 +424,11 @@ public final class SpoolShard: @unchecked Sendable {
     }
 
     private func rotate() throws(SpoolError) {
+        if fileSize > currentSize {
+            /* A sealed segment ends at its last record: only the newest may have a zero tail. */
+            guard ftruncate(descriptor, off_t(currentSize)) == 0 else { throw .system("ftruncate", path: segmentPath(currentSegment)) }
+            fileSize = currentSize
+        }
         if dirtySince != nil || configuration.durability != .none {
             guard fdatasync(descriptor) == 0 else { throw .system("fdatasync", path: segmentPath(currentSegment)) }
             dirtySince = nil
@@ -409,7 +448,7 @@ public final class SpoolShard: @unchecked Sendable {
             for item in chunk { buffer.append(contentsOf: item.bytes) }
         }
         var failure: SpoolError? = nil
-        let written = buffer.withUnsafeBytes { writeAll(descriptor, $0) }
+        let written = buffer.withUnsafeBytes { writeAll(descriptor, $0, at: base) }
         if written != 0 {
             failure = .system("write", path: segmentPath(currentSegment), errno: written)
         } else if chunk.contains(where: { $0.durability == .fsync }) {
@@ -424,11 +463,13 @@ public final class SpoolShard: @unchecked Sendable {
         if let failure {
             /* Nothing of a failed batch stays: cut the file back to where the batch began. */
             _ = ftruncate(descriptor, off_t(base))
-            _ = lseek(descriptor, off_t(base), SEEK_SET)
+            fileSize = base
             for item in chunk { item.completion(.failure(failure)) }
             return
         }
         currentSize = base + buffer.count
+        fileSize = max(fileSize, currentSize)
+        prepareNextIfDue()
         let segment = currentSegment
         monitor.withLock {
             state.segments[segment, default: SegmentInfo(bytes: 0)].bytes = currentSize
@@ -441,6 +482,28 @@ public final class SpoolShard: @unchecked Sendable {
             }
         }
         for item in chunk { item.completion(.success(())) }
+    }
+
+    // MARK: preallocation
+
+    /// Whether segments are made ahead and zero-filled: only when something is synced.
+    private var preallocates: Bool {
+        configuration.durability != .none || configuration.outcomeDurability != .none
+    }
+
+    /// prepareNextIfDue - once the current segment is half full, zero-fill the next one on a
+    /// helper thread (a spare `NNNNNNNN.seg.prep`, synced), so rotation is a rename. (Not
+    /// earlier: a small spool should not carry a 64 MiB spare per shard.)
+    private func prepareNextIfDue() {
+        guard preallocates, preparer == nil, currentSize > configuration.segmentSize / 2 else { return }
+        let number = currentSegment + 1
+        guard !prepared.has(number) else { return }
+        let path = segmentPath(number) + ".prep"
+        let size = configuration.segmentSize
+        let prepared = self.prepared
+        preparer = WorkerThread(name: "spool-prep") {
+            prepared.set(number, ok: zeroFill(path, size: size))
+        }
     }
 
     // MARK: compaction
@@ -572,6 +635,11 @@ public final class SpoolShard: @unchecked Sendable {
             return writer
         }
         thread?.join()
+        if thread != nil {
+            /* The writer has stopped: its spare-segment helper may still be zero-filling. */
+            preparer?.join()
+            preparer = nil
+        }
         if lockDescriptor >= 0 {
             flock(lockDescriptor, LOCK_UN)
             Glibc.close(lockDescriptor)
@@ -663,11 +731,13 @@ func typed<T>(_ body: () throws -> T) throws(SpoolError) -> T {
     }
 }
 
-/// writeAll - write every octet (retrying short writes and EINTR); 0 or the errno.
-func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+/// writeAll - write every octet at `offset` (or at the file position when nil), retrying
+/// short writes and EINTR; 0 or the errno.
+func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int? = nil) -> Int32 {
     var done = 0
     while done < bytes.count {
-        let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+        let n = offset.map { pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t($0 + done)) }
+            ?? write(fd, bytes.baseAddress! + done, bytes.count - done)
         if n < 0 {
             if errno == EINTR { continue }
             return errno
@@ -675,6 +745,45 @@ func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
         done += n
     }
     return 0
+}
+
+/// zeroFill - create `path` as `size` zero octets, synced; false (and no file) on failure.
+func zeroFill(_ path: String, size: Int) -> Bool {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { return false }
+    let zeros = [UInt8](repeating: 0, count: 1 << 20)
+    var done = 0
+    var ok = true
+    while ok && done < size {
+        let count = min(zeros.count, size - done)
+        ok = zeros.withUnsafeBytes { writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[..<count])) } == 0
+        done += count
+        /* Sync as it goes: one 64 MiB flush at the end would hold the disk (and every group
+           commit waiting on it) for the whole write-back. */
+        if ok && done % (4 << 20) == 0 { ok = fdatasync(fd) == 0 }
+    }
+    ok = ok && fdatasync(fd) == 0
+    Glibc.close(fd)
+    if !ok { unlink(path) }
+    return ok
+}
+
+/// The spare segment a preparer thread made: its number and whether it worked.
+final class PreparedSegment: @unchecked Sendable {
+    /* @unchecked: the fields are only touched under `lock`. */
+    private let lock = Monitor()
+    private var number: UInt32 = 0
+    private var ok = false
+
+    func set(_ number: UInt32, ok: Bool) { lock.withLock { self.number = number; self.ok = ok } }
+    func has(_ number: UInt32) -> Bool { lock.withLock { self.number == number } }
+    /// take - whether a good spare for `number` is ready; forgets it either way.
+    func take(_ number: UInt32) -> Bool {
+        lock.withLock {
+            defer { self.number = 0; ok = false }
+            return self.number == number && ok
+        }
+    }
 }
 
 func makeDirectory(_ path: String) throws(SpoolError) {

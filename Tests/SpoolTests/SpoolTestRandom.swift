@@ -52,7 +52,8 @@ func segmentRecords(_ path: String) throws -> [SegmentRecord] {
             out.append(SegmentRecord(offset: offset, size: record.size, type: type, message: id, recipients: indexes))
             offset += record.size
         }
-        guard case .end = scanFrame(file, at: offset) else { throw SpoolError(.invalid("segment \(path) does not end cleanly at \(offset)")) }
+        let zeroTail = UnsafeRawBufferPointer(rebasing: file[offset...]).allSatisfy { $0 == 0 } // a preallocated segment
+        guard zeroTail else { throw SpoolError(.invalid("segment \(path) does not end cleanly at \(offset)")) }
         return out
     }
 }
