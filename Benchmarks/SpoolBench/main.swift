@@ -78,6 +78,17 @@ func freshDirectory(_ options: Options, _ key: String) throws -> String {
     return path
 }
 
+/// settle - start each workload on a quiet disk: write back what earlier ones left dirty
+/// and, when allowed (root), drop the page cache, so no workload pays for another's writes.
+func settle() {
+    sync()
+    if let handle = FileHandle(forWritingAtPath: "/proc/sys/vm/drop_caches") {
+        handle.write(Data("3\n".utf8))
+        try? handle.close()
+    }
+    sleep(1)
+}
+
 /// printNote - a line for the reader on standard error, outside the table.
 func printNote(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
@@ -99,8 +110,10 @@ printNote("SpoolBench: \(options.messages) messages of \(BenchMessage.bodySize) 
 print(markdownHeader())
 for workload in selected {
     do {
-        sync() // start each workload without the previous one's dirty pages
-        let result = try workload.run(try freshDirectory(options, workload.key), options)
+        settle()
+        let directory = try freshDirectory(options, workload.key)
+        let result = try workload.run(directory, options)
+        try? FileManager.default.removeItem(atPath: directory)
         print(markdownRow(result))
         printNote("\(workload.key): \(result.messages) messages in \(String(format: "%.2f", result.wallSeconds)) s")
     } catch {
@@ -115,7 +128,7 @@ if options.only == nil || options.only == "bulk" {
     print("| spool operation | amount | wall time | rate |")
     print("|---|---:|---:|---:|")
     do {
-        sync()
+        settle()
         for line in try runSpoolBulk(directory: try freshDirectory(options, "bulk"), recipients: options.recipients) { print(line) }
     } catch {
         printNote("SpoolBench: bulk failed: \(error)")
