@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "SMTP", targets: ["SMTP"]),
         .library(name: "SMTPStreams", targets: ["SMTPStreams"]),
         .library(name: "Spool", targets: ["Spool"]),
+        .library(name: "Scheduler", targets: ["Scheduler"]),
         .library(name: "Sink", targets: ["Sink"]),
         .library(name: "Blast", targets: ["Blast"]),
         .library(name: "Carrier", targets: ["Carrier"]),
@@ -60,6 +61,15 @@ let package = Package(
         .target(
             name: "Spool",
             dependencies: ["CCRC32C", .product(name: "HeapModule", package: "swift-collections")],
+            swiftSettings: strict
+        ),
+        // Per-destination shaping, backoff, suspension and priorities: pure logic, injected clock.
+        .target(
+            name: "Scheduler",
+            dependencies: [
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
             swiftSettings: strict
         ),
         // The test receiver (`carrier sink`) and the load generator (`carrier blast`).

@@ -1,0 +1,682 @@
+// Scheduler.swift - what each worker shard delivers next, and when
+//
+// A pure state machine: recipients go in (`submit`), decisions come out (`next`), results
+// go back in (`complete`, `connectionFailed`), and every call takes the time. No clock,
+// no I/O, no threads; one worker shard owns one scheduler (not thread-safe).
+//
+// Structure, chosen so no call scans all pending recipients:
+//   - per domain: a FIFO of transactional recipients, a FIFO per bulk campaign (served
+//     weighted round-robin), and a min-heap of deferred recipients by due time;
+//   - per site: round-robin lists of domains with transactional and with bulk work ready;
+//   - globally: a round-robin list of sites that may send, and min-heaps of domain
+//     wake-ups (deferred work coming due), site wake-ups (rate, pause, suspension) and
+//     domain age deadlines (max_age), each entry checked against the live state when popped.
+
+import DequeModule
+import HeapModule
+
+/// A recipient the scheduler holds: the caller's reference and its attempt state.
+public struct ScheduledRecipient<Ref: Sendable>: Sendable {
+    public var ref: Ref
+    /// When it was first queued (ms): `max_age` counts from here.
+    public var queued: Int64
+    /// Failed attempts so far.
+    public var attempts: UInt16
+    /// Campaign id as given to `submit` (0: none).
+    public var campaign: UInt32
+    public var priority: Priority
+
+    public init(ref: Ref, queued: Int64, attempts: UInt16 = 0, campaign: UInt32 = 0, priority: Priority = .transactional) {
+        self.ref = ref
+        self.queued = queued
+        self.attempts = attempts
+        self.campaign = campaign
+        self.priority = priority
+    }
+}
+
+/// Delivery priority: transactional goes before bulk at the same site.
+public enum Priority: UInt8, Sendable {
+    case transactional = 0
+    case bulk = 1
+}
+
+/// One decision: deliver these recipients of one domain in one transaction.
+public struct Delivery<Ref: Sendable>: Sendable {
+    public var site: Int
+    public var domain: Int
+    public var recipients: [ScheduledRecipient<Ref>]
+}
+
+/// What happened to one recipient of a delivery.
+public enum DeliveryResult: Sendable, Equatable {
+    case delivered
+    /// 4xx or a transient failure; `reply` is the server's line, if any.
+    case temporaryFailure(reply: String)
+    /// 5xx.
+    case permanentFailure(reply: String)
+}
+
+/// Why a recipient left the scheduler without delivery.
+public enum Disposal: Sendable, Equatable {
+    case bounced(reply: String)
+    case expired
+}
+
+/// Settings of a scheduler.
+public struct SchedulerConfiguration: Sendable {
+    public var shaping: Shaping
+    public var retry: RetryPolicy
+    public var health: HealthPolicy
+    public var rules: [ResponseRule]
+
+    public init(shaping: Shaping = Shaping(), retry: RetryPolicy = RetryPolicy(), health: HealthPolicy = HealthPolicy(),
+                rules: [ResponseRule] = ResponseRule.defaults) {
+        self.shaping = shaping
+        self.retry = retry
+        self.health = health
+        self.rules = rules
+    }
+}
+
+/// The scheduler of one worker shard. Confined to that shard's thread.
+public struct Scheduler<Ref: Sendable> {
+    public typealias Recipient = ScheduledRecipient<Ref>
+
+    struct Deferred: Comparable {
+        var due: Int64
+        var sequence: UInt64
+        var recipient: Recipient
+        static func == (a: Deferred, b: Deferred) -> Bool { a.due == b.due && a.sequence == b.sequence }
+        static func < (a: Deferred, b: Deferred) -> Bool { (a.due, a.sequence) < (b.due, b.sequence) }
+    }
+
+    struct Wake: Comparable {
+        var time: Int64
+        var index: Int
+        static func < (a: Wake, b: Wake) -> Bool { (a.time, a.index) < (b.time, b.index) }
+    }
+
+    final class DomainState {
+        let name: String
+        let site: Int
+        var limits: Limits
+        var rateBucket: RateBucket?
+        var rateScale: (factor: Double, until: Int64) = (1, 0)
+        var transactional = Deque<Recipient>()
+        var bulk: [UInt32: Deque<Recipient>] = [:]
+        var campaignOrder: [UInt32] = []
+        var campaignCursor = 0
+        var campaignCredit = 0
+        var deferred = Heap<Deferred>()
+        var inTransactionalList = false
+        var inBulkList = false
+        var suspendedUntil: Int64 = 0
+        var readyCount = 0
+
+        init(name: String, site: Int, limits: Limits) {
+            self.name = name
+            self.site = site
+            self.limits = limits
+            if let rate = limits.messageRate { rateBucket = RateBucket(rate: rate, burst: limits.messageBurst ?? 1) }
+        }
+    }
+
+    final class SiteState {
+        let name: String
+        var limits: Limits
+        var messageBucket: RateBucket?
+        var connectionBucket: RateBucket?
+        var rateScale: (factor: Double, until: Int64) = (1, 0)
+        var transactionalDomains = Deque<Int>()
+        var bulkDomains = Deque<Int>()
+        var inFlight = 0
+        /// Slow start: the concurrency allowed now (grows by 1/window per success).
+        var window: Double
+        var consecutiveFailures = 0
+        var pausedUntil: Int64 = 0
+        var pauses = 0
+        var probing = false
+        var suspendedUntil: Int64 = 0
+        var inReadyList = false
+        var waitingForSlot = false
+
+        init(name: String, limits: Limits) {
+            self.name = name
+            self.limits = limits
+            window = Double(min(limits.initialConnections ?? 5, limits.maxConnections ?? 20))
+            if let rate = limits.messageRate { messageBucket = RateBucket(rate: rate, burst: limits.messageBurst ?? 1) }
+            if let rate = limits.connectionRate { connectionBucket = RateBucket(rate: rate, burst: limits.connectionBurst ?? 1) }
+        }
+
+        var concurrency: Int { max(1, min(Int(window), limits.maxConnections ?? 20)) }
+    }
+
+    public let configuration: SchedulerConfiguration
+    var domains: [DomainState] = []
+    var domainIndex: [String: Int] = [:]
+    var sites: [SiteState] = []
+    var siteIndex: [String: Int] = [:]
+    var readySites = Deque<Int>()
+    var siteWakes = Heap<Wake>()
+    var domainWakes = Heap<Wake>()
+    var ageWakes = Heap<Wake>()
+    var domainAgeQueued: [Bool] = []
+    var campaignSuspensions: [UInt32: Int64] = [:]
+    var campaignWeights: [UInt32: Int] = [:]
+    var sequence: UInt64 = 0
+    /// Recipients that left without delivery (bounced by a rule or an operator, expired);
+    /// the caller drains them with `takeDisposed()`.
+    public private(set) var disposed: [(Recipient, Disposal)] = []
+    /// Pending recipients (ready and deferred) and recipients handed out and not completed.
+    public private(set) var pendingCount = 0
+    public private(set) var inFlightCount = 0
+
+    public init(_ configuration: SchedulerConfiguration = SchedulerConfiguration()) {
+        self.configuration = configuration
+    }
+
+    // MARK: destinations
+
+    /// site - the index of a site (created on first use) whose MX hosts are `mxHosts`.
+    public mutating func site(_ name: String, mxHosts: [String] = []) -> Int {
+        if let index = siteIndex[name] { return index }
+        let index = sites.count
+        sites.append(SiteState(name: name, limits: configuration.shaping.siteLimits(site: name, mxHosts: mxHosts)))
+        siteIndex[name] = index
+        return index
+    }
+
+    /// domain - the index of a recipient domain (created on first use) and its site.
+    public mutating func domain(_ name: String, site: Int) -> Int {
+        let name = name.lowercased()
+        if let index = domainIndex[name] { return index }
+        let index = domains.count
+        domains.append(DomainState(name: name, site: site,
+                                   limits: configuration.shaping.domainLimits(domain: name, siteLimits: sites[site].limits)))
+        domainIndex[name] = index
+        domainAgeQueued.append(false)
+        return index
+    }
+
+    public func domainName(_ index: Int) -> String { domains[index].name }
+    public func siteName(_ index: Int) -> String { sites[index].name }
+    public func limits(site: Int) -> Limits { sites[site].limits }
+    /// The concurrency slow start currently allows a site.
+    public func concurrency(site: Int) -> Int { sites[site].concurrency }
+    /// Until when a site is paused by the health rules (0: not paused).
+    public func pausedUntil(site: Int) -> Int64 { sites[site].pausedUntil }
+    /// The factor a response rule scales a site's rate by now.
+    public func rateScale(site: Int, now: Int64) -> Double { sites[site].rateScale.until > now ? sites[site].rateScale.factor : 1 }
+
+    /// setCampaignWeight - a campaign's share in the round-robin among bulk campaigns
+    /// (default 1: equal shares).
+    public mutating func setCampaignWeight(_ campaign: UInt32, weight: Int) { campaignWeights[campaign] = max(1, weight) }
+
+    // MARK: submitting
+
+    /// submit - queue a recipient for `domain`, due at `due` (now for a new one).
+    public mutating func submit(_ recipient: Recipient, domain: Int, due: Int64? = nil, now: Int64) {
+        pendingCount += 1
+        if let due, due > now {
+            deferRecipient(recipient, domain: domain, until: due)
+        } else {
+            makeReady(recipient, domain: domain, now: now)
+        }
+        watchAge(domain, oldest: recipient.queued)
+    }
+
+    private mutating func makeReady(_ recipient: Recipient, domain index: Int, now: Int64) {
+        let domain = domains[index]
+        domain.readyCount += 1
+        if recipient.priority == .transactional {
+            domain.transactional.append(recipient)
+        } else {
+            if domain.bulk[recipient.campaign] == nil {
+                domain.bulk[recipient.campaign] = Deque()
+                domain.campaignOrder.append(recipient.campaign)
+            }
+            domain.bulk[recipient.campaign]!.append(recipient)
+        }
+        listDomain(index, now: now)
+    }
+
+    /// listDomain - put a domain with ready work on its site's lists, and the site on the
+    /// ready list.
+    private mutating func listDomain(_ index: Int, now: Int64) {
+        let domain = domains[index]
+        let site = sites[domain.site]
+        if !domain.transactional.isEmpty && !domain.inTransactionalList {
+            domain.inTransactionalList = true
+            site.transactionalDomains.append(index)
+        }
+        if domain.readyCount > domain.transactional.count && !domain.inBulkList {
+            domain.inBulkList = true
+            site.bulkDomains.append(index)
+        }
+        listSite(domain.site)
+    }
+
+    private mutating func listSite(_ index: Int) {
+        let site = sites[index]
+        if !site.inReadyList && !site.waitingForSlot && (!site.transactionalDomains.isEmpty || !site.bulkDomains.isEmpty) {
+            site.inReadyList = true
+            readySites.append(index)
+        }
+    }
+
+    private mutating func deferRecipient(_ recipient: Recipient, domain index: Int, until due: Int64) {
+        let domain = domains[index]
+        sequence += 1
+        let wasEarliest = domain.deferred.min.map { due < $0.due } ?? true
+        domain.deferred.insert(Deferred(due: due, sequence: sequence, recipient: recipient))
+        if wasEarliest { domainWakes.insert(Wake(time: due, index: index)) }
+    }
+
+    private mutating func watchAge(_ index: Int, oldest: Int64) {
+        guard !domainAgeQueued[index] else { return }
+        domainAgeQueued[index] = true
+        ageWakes.insert(Wake(time: oldest + configuration.retry.maxAge, index: index))
+    }
+
+    // MARK: deciding
+
+    /// next - the next transaction to start at `now`, or nil when nothing may start now
+    /// (see `nextWakeup` for when to ask again, or a completion frees a slot).
+    public mutating func next(now: Int64) -> Delivery<Ref>? {
+        advance(now: now)
+        var visited = 0
+        while visited < readySites.count + 1, let siteIndex = readySites.popFirst() {
+            visited += 1
+            let site = sites[siteIndex]
+            site.inReadyList = false
+            if let wait = siteGate(siteIndex, now: now) {
+                if wait > now { siteWakes.insert(Wake(time: wait, index: siteIndex)) }
+                continue
+            }
+            guard let delivery = takeFromSite(siteIndex, now: now) else { continue }
+            listSite(siteIndex)
+            return delivery
+        }
+        return nil
+    }
+
+    /// siteGate - nil when the site may start a transaction now; otherwise the time to look
+    /// again (`Int64.max` while it waits for a slot).
+    private mutating func siteGate(_ index: Int, now: Int64) -> Int64? {
+        let site = sites[index]
+        if site.suspendedUntil > now { return site.suspendedUntil }
+        if site.pausedUntil > now { return site.pausedUntil }
+        let allowed = site.probing ? 1 : site.concurrency
+        if site.inFlight >= allowed {
+            site.waitingForSlot = true
+            return .max
+        }
+        if let bucket = site.messageBucket {
+            let at = bucket.earliest(now: now, scale: rateScale(site: index, now: now))
+            if at > now { return at }
+        }
+        return nil
+    }
+
+    /// takeFromSite - one transaction from the site's next ready domain: transactional
+    /// domains first, then bulk ones, round-robin within each.
+    private mutating func takeFromSite(_ siteIndex: Int, now: Int64) -> Delivery<Ref>? {
+        let site = sites[siteIndex]
+        for transactional in [true, false] {
+            var tries = transactional ? site.transactionalDomains.count : site.bulkDomains.count
+            while tries > 0 {
+                tries -= 1
+                let index = transactional ? site.transactionalDomains.popFirst()! : site.bulkDomains.popFirst()!
+                let domain = domains[index]
+                if transactional { domain.inTransactionalList = false } else { domain.inBulkList = false }
+                if domain.suspendedUntil > now {
+                    domainWakes.insert(Wake(time: domain.suspendedUntil, index: index))
+                    continue
+                }
+                if let bucket = domain.rateBucket {
+                    let scale = domain.rateScale.until > now ? domain.rateScale.factor : 1
+                    let at = bucket.earliest(now: now, scale: scale)
+                    if at > now {
+                        domainWakes.insert(Wake(time: at, index: index))
+                        continue
+                    }
+                }
+                let recipients = transactional ? takeTransactional(domain, now: now) : takeBulk(domain, now: now)
+                listDomain(index, now: now)
+                guard !recipients.isEmpty else { continue }
+                if let bucket = domain.rateBucket {
+                    let scale = domain.rateScale.until > now ? domain.rateScale.factor : 1
+                    domain.rateBucket!.take(now: now, scale: scale)
+                    _ = bucket
+                }
+                site.messageBucket?.take(now: now, scale: rateScale(site: siteIndex, now: now))
+                site.inFlight += 1
+                if site.probing { site.waitingForSlot = true }
+                inFlightCount += recipients.count
+                pendingCount -= recipients.count
+                return Delivery(site: siteIndex, domain: index, recipients: recipients)
+            }
+        }
+        return nil
+    }
+
+    private mutating func batchLimit(_ domain: DomainState) -> Int { max(1, domain.limits.maxRecipientsPerTransaction ?? 100) }
+
+    private mutating func takeTransactional(_ domain: DomainState, now: Int64) -> [Recipient] {
+        var out: [Recipient] = []
+        let limit = batchLimit(domain)
+        while out.count < limit, let recipient = domain.transactional.popFirst() {
+            domain.readyCount -= 1
+            if expired(recipient, now: now) { dispose(recipient, .expired); continue }
+            out.append(recipient)
+        }
+        return out
+    }
+
+    /// takeBulk - recipients of one bulk campaign: campaigns take turns, each for as many
+    /// transactions in a row as its weight.
+    private mutating func takeBulk(_ domain: DomainState, now: Int64) -> [Recipient] {
+        var out: [Recipient] = []
+        let limit = batchLimit(domain)
+        var looked = 0
+        while out.isEmpty && looked < domain.campaignOrder.count {
+            if domain.campaignCursor >= domain.campaignOrder.count { domain.campaignCursor = 0 }
+            let campaign = domain.campaignOrder[domain.campaignCursor]
+            if let until = campaignSuspensions[campaign], until > now {
+                domain.campaignCursor += 1
+                domain.campaignCredit = 0
+                looked += 1
+                continue
+            }
+            while out.count < limit, let recipient = domain.bulk[campaign]!.popFirst() {
+                domain.readyCount -= 1
+                if expired(recipient, now: now) { dispose(recipient, .expired); continue }
+                out.append(recipient)
+            }
+            if domain.bulk[campaign]!.isEmpty {
+                domain.bulk[campaign] = nil
+                domain.campaignOrder.remove(at: domain.campaignCursor)
+                domain.campaignCredit = 0
+            } else {
+                domain.campaignCredit += 1
+                if domain.campaignCredit >= campaignWeights[campaign, default: 1] {
+                    domain.campaignCursor += 1
+                    domain.campaignCredit = 0
+                }
+            }
+            looked += 1
+        }
+        return out
+    }
+
+    private func expired(_ recipient: Recipient, now: Int64) -> Bool {
+        now - recipient.queued >= configuration.retry.maxAge
+    }
+
+    private mutating func dispose(_ recipient: Recipient, _ why: Disposal) {
+        disposed.append((recipient, why))
+    }
+
+    /// advance - move deferred work that has come due to the ready queues, wake sites
+    /// whose wait is over, and expire recipients past `max_age` wherever they wait.
+    public mutating func advance(now: Int64) {
+        while let wake = domainWakes.min, wake.time <= now {
+            domainWakes.removeMin()
+            let domain = domains[wake.index]
+            while let top = domain.deferred.min, top.due <= now {
+                domain.deferred.removeMin()
+                if expired(top.recipient, now: now) {
+                    pendingCount -= 1
+                    dispose(top.recipient, .expired)
+                } else {
+                    makeReady(top.recipient, domain: wake.index, now: now)
+                }
+            }
+            if let top = domain.deferred.min { domainWakes.insert(Wake(time: top.due, index: wake.index)) }
+            listDomain(wake.index, now: now)
+        }
+        while let wake = siteWakes.min, wake.time <= now {
+            siteWakes.removeMin()
+            listSite(wake.index)
+        }
+        while let wake = ageWakes.min, wake.time <= now {
+            ageWakes.removeMin()
+            expireDomain(wake.index, now: now)
+        }
+    }
+
+    /// expireDomain - drop a domain's recipients past `max_age` from the heads of its
+    /// queues (the oldest are at the heads), and watch its next-oldest.
+    private mutating func expireDomain(_ index: Int, now: Int64) {
+        let domain = domains[index]
+        domainAgeQueued[index] = false
+        while let head = domain.transactional.first, expired(head, now: now) {
+            domain.transactional.removeFirst()
+            domain.readyCount -= 1
+            pendingCount -= 1
+            dispose(head, .expired)
+        }
+        for campaign in domain.campaignOrder {
+            while let head = domain.bulk[campaign]?.first, expired(head, now: now) {
+                domain.bulk[campaign]!.removeFirst()
+                domain.readyCount -= 1
+                pendingCount -= 1
+                dispose(head, .expired)
+            }
+        }
+        domain.campaignOrder.removeAll { domain.bulk[$0]?.isEmpty ?? true }
+        for campaign in Array(domain.bulk.keys) where domain.bulk[campaign]!.isEmpty { domain.bulk[campaign] = nil }
+        /* Deferred recipients: their due time never passes their deadline (see `complete`),
+           so the domain wake-up expires them. Watch the oldest ready recipient left. */
+        var oldest = Int64.max
+        if let head = domain.transactional.first { oldest = min(oldest, head.queued) }
+        for campaign in domain.campaignOrder { if let head = domain.bulk[campaign]?.first { oldest = min(oldest, head.queued) } }
+        if oldest != .max { watchAge(index, oldest: oldest) }
+    }
+
+    /// nextWakeup - the earliest time something waiting becomes possible (nil: nothing waits
+    /// on time; a completion or a submit is needed).
+    public var nextWakeup: Int64? {
+        [domainWakes.min?.time, siteWakes.min?.time, ageWakes.min?.time].compactMap { $0 }.min()
+    }
+
+    // MARK: results
+
+    /// complete - the results of a delivery, one per recipient in order; `reply` is the
+    /// transaction-level reply when the whole transaction failed (for response rules).
+    public mutating func complete(_ delivery: Delivery<Ref>, results: [DeliveryResult], now: Int64) {
+        let site = sites[delivery.site]
+        site.inFlight -= 1
+        inFlightCount -= delivery.recipients.count
+        var anyDelivered = false
+        var allTemporary = true
+        for (recipient, result) in zip(delivery.recipients, results) {
+            switch result {
+            case .delivered:
+                anyDelivered = true
+                allTemporary = false
+            case .permanentFailure(let reply):
+                allTemporary = false
+                dispose(recipient, .bounced(reply: reply))
+            case .temporaryFailure(let reply):
+                if let rule = configuration.rules.first(where: { $0.matches(reply) }) {
+                    apply(rule, delivery: delivery, campaign: recipient.campaign, now: now)
+                    if rule.action == .bounce {
+                        dispose(recipient, .bounced(reply: reply))
+                        continue
+                    }
+                }
+                retry(recipient, domain: delivery.domain, now: now)
+            }
+        }
+        if anyDelivered {
+            site.consecutiveFailures = 0
+            if site.probing { site.probing = false; site.pauses = 0 }
+            let ceiling = Double(site.limits.maxConnections ?? 20)
+            site.window = min(ceiling, site.window + 1 / max(1, site.window))
+        } else if allTemporary && !delivery.recipients.isEmpty {
+            site.window = max(1, site.window / 2)
+        }
+        if site.waitingForSlot && site.inFlight < (site.probing ? 1 : site.concurrency) {
+            site.waitingForSlot = false
+            listSite(delivery.site)
+        }
+    }
+
+    /// retry - defer a recipient after a temporary failure: exponential backoff with
+    /// jitter, never past its `max_age` deadline (at which it expires instead).
+    private mutating func retry(_ recipient: Recipient, domain: Int, now: Int64) {
+        var recipient = recipient
+        recipient.attempts &+= 1
+        let key = UInt64(truncatingIfNeeded: recipient.queued) ^ (UInt64(recipient.campaign) << 32) ^ UInt64(domain) &* 0x100_0000_01b3
+        let due = now + configuration.retry.delay(afterAttempts: Int(recipient.attempts), key: key)
+        let deadline = recipient.queued + configuration.retry.maxAge
+        pendingCount += 1
+        deferRecipient(recipient, domain: domain, until: min(due, deadline))
+    }
+
+    /// retryTime - when a recipient failing for the `attempts`-th time at `now` is retried
+    /// (the time `complete` uses), for tests and the delivery log.
+    public func retryTime(for recipient: Recipient, domain: Int, attempts: Int, now: Int64) -> Int64 {
+        let key = UInt64(truncatingIfNeeded: recipient.queued) ^ (UInt64(recipient.campaign) << 32) ^ UInt64(domain) &* 0x100_0000_01b3
+        return min(now + configuration.retry.delay(afterAttempts: attempts, key: key), recipient.queued + configuration.retry.maxAge)
+    }
+
+    /// connectionFailed - a connection to the site failed, or it answered 421: counts
+    /// toward pausing it; a failed probe pauses it again for twice as long.
+    public mutating func connectionFailed(site index: Int, now: Int64) {
+        let site = sites[index]
+        site.consecutiveFailures += 1
+        site.window = max(1, site.window / 2)
+        if site.probing || site.consecutiveFailures >= configuration.health.threshold {
+            var cooldown = configuration.health.cooldown
+            for _ in 0..<min(site.pauses, 40) where cooldown < configuration.health.maxCooldown {
+                cooldown = min(configuration.health.maxCooldown, cooldown * 2)
+            }
+            site.pauses += 1
+            site.pausedUntil = now + cooldown
+            site.probing = true
+            site.consecutiveFailures = 0
+            site.window = Double(site.limits.initialConnections ?? 5)
+            siteWakes.insert(Wake(time: site.pausedUntil, index: index))
+        }
+    }
+
+    /// connectionSucceeded - a connection to the site was established and greeted.
+    public mutating func connectionSucceeded(site index: Int) {
+        sites[index].consecutiveFailures = 0
+    }
+
+    /// openConnection - whether the site's connection rate allows a new connection at
+    /// `now` (taking it if so); otherwise the time it will.
+    public mutating func openConnection(site index: Int, now: Int64) -> Int64? {
+        guard let bucket = sites[index].connectionBucket else { return nil }
+        let at = bucket.earliest(now: now)
+        if at > now { return at }
+        sites[index].connectionBucket!.take(now: now)
+        return nil
+    }
+
+    private mutating func apply(_ rule: ResponseRule, delivery: Delivery<Ref>, campaign: UInt32, now: Int64) {
+        switch (rule.action, rule.scope) {
+        case (.suspend(let duration), .domain): suspend(domain: delivery.domain, until: now + duration, now: now)
+        case (.suspend(let duration), .site): suspend(site: delivery.site, until: now + duration)
+        case (.suspend(let duration), .campaign): suspend(campaign: campaign, until: now + duration)
+        case (.scaleRate(let factor, let duration), .domain):
+            domains[delivery.domain].rateScale = (min(1, max(0.001, factor)), now + duration)
+        case (.scaleRate(let factor, let duration), _):
+            sites[delivery.site].rateScale = (min(1, max(0.001, factor)), now + duration)
+        case (.bounce, _): break
+        }
+    }
+
+    // MARK: administration
+
+    /// suspend - deliver nothing to a domain until `until` (ms; `Int64.max` until resumed).
+    public mutating func suspend(domain index: Int, until: Int64, now: Int64) {
+        domains[index].suspendedUntil = until
+        if until != .max { domainWakes.insert(Wake(time: until, index: index)) }
+    }
+
+    /// suspend - deliver nothing to a site until `until`.
+    public mutating func suspend(site index: Int, until: Int64) {
+        sites[index].suspendedUntil = until
+        if until != .max { siteWakes.insert(Wake(time: until, index: index)) }
+    }
+
+    /// suspend - deliver nothing of a campaign until `until`.
+    public mutating func suspend(campaign: UInt32, until: Int64) {
+        campaignSuspensions[campaign] = until
+    }
+
+    public mutating func resume(domain index: Int, now: Int64) {
+        domains[index].suspendedUntil = 0
+        listDomain(index, now: now)
+    }
+
+    public mutating func resume(site index: Int) {
+        sites[index].suspendedUntil = 0
+        listSite(index)
+    }
+
+    public mutating func resume(campaign: UInt32, now: Int64) {
+        campaignSuspensions[campaign] = nil
+        for index in domains.indices where domains[index].bulk[campaign] != nil { listDomain(index, now: now) }
+    }
+
+    /// retryNow - make a domain's deferred recipients due at once.
+    public mutating func retryNow(domain index: Int, now: Int64) {
+        let domain = domains[index]
+        while let top = domain.deferred.popMin() { makeReady(top.recipient, domain: index, now: now) }
+    }
+
+    /// bounceAll - remove every pending recipient of a domain (ready or deferred), as bounced
+    /// with `reason`; returns how many.
+    @discardableResult
+    public mutating func bounceAll(domain index: Int, reason: String) -> Int {
+        let domain = domains[index]
+        var count = 0
+        for recipient in domain.transactional { dispose(recipient, .bounced(reply: reason)); count += 1 }
+        domain.transactional.removeAll()
+        for campaign in domain.campaignOrder {
+            for recipient in domain.bulk[campaign]! { dispose(recipient, .bounced(reply: reason)); count += 1 }
+        }
+        domain.bulk.removeAll()
+        domain.campaignOrder.removeAll()
+        while let top = domain.deferred.popMin() { dispose(top.recipient, .bounced(reply: reason)); count += 1 }
+        domain.readyCount = 0
+        pendingCount -= count
+        return count
+    }
+
+    /// bounceAll - remove every pending recipient of a campaign, as bounced with `reason`.
+    @discardableResult
+    public mutating func bounceAll(campaign: UInt32, reason: String) -> Int {
+        var count = 0
+        for index in domains.indices {
+            let domain = domains[index]
+            if let queue = domain.bulk.removeValue(forKey: campaign) {
+                for recipient in queue { dispose(recipient, .bounced(reply: reason)) }
+                count += queue.count
+                domain.readyCount -= queue.count
+                domain.campaignOrder.removeAll { $0 == campaign }
+            }
+            if domain.deferred.unordered.contains(where: { $0.recipient.campaign == campaign }) {
+                var kept: [Deferred] = []
+                for item in domain.deferred.unordered {
+                    if item.recipient.campaign == campaign { dispose(item.recipient, .bounced(reply: reason)); count += 1 } else { kept.append(item) }
+                }
+                domain.deferred = Heap(kept)
+            }
+        }
+        pendingCount -= count
+        return count
+    }
+
+    /// takeDisposed - recipients that left without delivery since the last call.
+    public mutating func takeDisposed() -> [(Recipient, Disposal)] {
+        defer { disposed.removeAll(keepingCapacity: true) }
+        return disposed
+    }
+}
