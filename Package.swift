@@ -81,13 +81,13 @@ let package = Package(
         ),
         .target(
             name: "Carrier",
-            dependencies: ["EventCore", "SMTP"],
+            dependencies: ["EventCore", "SMTP", "Scheduler"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "carrier",
             dependencies: [
-                "Carrier", "Sink", "Blast", "Spool",
+                "Carrier", "Sink", "Blast", "Spool", "Scheduler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -116,6 +116,11 @@ let package = Package(
         .testTarget(
             name: "SMTPStreamsTests",
             dependencies: ["SMTPStreams", "CarrierTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ConfigurationTests",
+            dependencies: ["Carrier", "Scheduler"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -13,6 +13,7 @@ struct CarrierCommand: ParsableCommand {
             SinkCommand.self,
             BlastCommand.self,
             QueueCommand.self,
+            ShapingCommand.self,
         ]
     )
 }
