@@ -15,9 +15,42 @@
 import DequeModule
 import HeapModule
 
+/// The caller's reference to a recipient: the spool's recipient key (a 128-bit message id
+/// and the recipient's index), in 32-bit words so it packs into 20 octets. (Concrete rather
+/// than a generic parameter: unspecialised generic code across modules spent a third of
+/// its time instantiating type metadata.)
+public struct RecipientRef: Hashable, Sendable, CustomStringConvertible {
+    private var words: (UInt32, UInt32, UInt32, UInt32, UInt32)
+
+    public init(messageHigh: UInt64, messageLow: UInt64, index: UInt32) {
+        words = (UInt32(truncatingIfNeeded: messageHigh >> 32), UInt32(truncatingIfNeeded: messageHigh),
+                 UInt32(truncatingIfNeeded: messageLow >> 32), UInt32(truncatingIfNeeded: messageLow), index)
+    }
+
+    /// A reference made from one number (message 0, low word `value`, index 0): for tests
+    /// and benchmarks.
+    public init(_ value: UInt64) { self.init(messageHigh: 0, messageLow: value, index: 0) }
+
+    public var messageHigh: UInt64 { UInt64(words.0) << 32 | UInt64(words.1) }
+    public var messageLow: UInt64 { UInt64(words.2) << 32 | UInt64(words.3) }
+    public var index: UInt32 { words.4 }
+
+    public static func == (a: RecipientRef, b: RecipientRef) -> Bool {
+        a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3 && a.words.4 == b.words.4
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(messageHigh)
+        hasher.combine(messageLow)
+        hasher.combine(index)
+    }
+
+    public var description: String { "\(messageHigh):\(messageLow)/\(index)" }
+}
+
 /// A recipient the scheduler holds: the caller's reference and its attempt state.
-public struct ScheduledRecipient<Ref: Sendable>: Sendable {
-    public var ref: Ref
+public struct ScheduledRecipient: Sendable {
+    public var ref: RecipientRef
     /// When it was first queued (ms): `max_age` counts from here.
     public var queued: Int64
     /// Failed attempts so far.
@@ -26,7 +59,7 @@ public struct ScheduledRecipient<Ref: Sendable>: Sendable {
     public var campaign: UInt32
     public var priority: Priority
 
-    public init(ref: Ref, queued: Int64, attempts: UInt16 = 0, campaign: UInt32 = 0, priority: Priority = .transactional) {
+    public init(ref: RecipientRef, queued: Int64, attempts: UInt16 = 0, campaign: UInt32 = 0, priority: Priority = .transactional) {
         self.ref = ref
         self.queued = queued
         self.attempts = attempts
@@ -42,10 +75,10 @@ public enum Priority: UInt8, Sendable {
 }
 
 /// One decision: deliver these recipients of one domain in one transaction.
-public struct Delivery<Ref: Sendable>: Sendable {
+public struct Delivery: Sendable {
     public var site: Int
     public var domain: Int
-    public var recipients: [ScheduledRecipient<Ref>]
+    public var recipients: [ScheduledRecipient]
 }
 
 /// What happened to one recipient of a delivery.
@@ -80,8 +113,8 @@ public struct SchedulerConfiguration: Sendable {
 }
 
 /// The scheduler of one worker shard. Confined to that shard's thread.
-public struct Scheduler<Ref: Sendable> {
-    public typealias Recipient = ScheduledRecipient<Ref>
+public struct Scheduler {
+    public typealias Recipient = ScheduledRecipient
 
     struct Deferred: Comparable {
         var due: Int64
@@ -104,8 +137,17 @@ public struct Scheduler<Ref: Sendable> {
         var rateBucket: RateBucket?
         var rateScale: (factor: Double, until: Int64) = (1, 0)
         var transactional = Deque<Recipient>()
-        var bulk: [UInt32: Deque<Recipient>] = [:]
+        /// Bulk recipients by campaign: `campaignOrder[i]`'s queue is `bulkQueues[i]` (a
+        /// domain has few campaigns at a time, so a linear search beats hashing).
         var campaignOrder: [UInt32] = []
+        var bulkQueues: [Deque<Recipient>] = []
+
+        func slot(_ campaign: UInt32) -> Int? { campaignOrder.firstIndex(of: campaign) }
+
+        func removeSlot(_ slot: Int) {
+            campaignOrder.remove(at: slot)
+            bulkQueues.remove(at: slot)
+        }
         var campaignCursor = 0
         var campaignCredit = 0
         var deferred = Heap<Deferred>()
@@ -232,11 +274,12 @@ public struct Scheduler<Ref: Sendable> {
         if recipient.priority == .transactional {
             domain.transactional.append(recipient)
         } else {
-            if domain.bulk[recipient.campaign] == nil {
-                domain.bulk[recipient.campaign] = Deque()
+            if let slot = domain.slot(recipient.campaign) {
+                domain.bulkQueues[slot].append(recipient)
+            } else {
                 domain.campaignOrder.append(recipient.campaign)
+                domain.bulkQueues.append([recipient])
             }
-            domain.bulk[recipient.campaign]!.append(recipient)
         }
         listDomain(index, now: now)
     }
@@ -283,7 +326,7 @@ public struct Scheduler<Ref: Sendable> {
 
     /// next - the next transaction to start at `now`, or nil when nothing may start now
     /// (see `nextWakeup` for when to ask again, or a completion frees a slot).
-    public mutating func next(now: Int64) -> Delivery<Ref>? {
+    public mutating func next(now: Int64) -> Delivery? {
         advance(now: now)
         var visited = 0
         while visited < readySites.count + 1, let siteIndex = readySites.popFirst() {
@@ -321,7 +364,7 @@ public struct Scheduler<Ref: Sendable> {
 
     /// takeFromSite - one transaction from the site's next ready domain: transactional
     /// domains first, then bulk ones, round-robin within each.
-    private mutating func takeFromSite(_ siteIndex: Int, now: Int64) -> Delivery<Ref>? {
+    private mutating func takeFromSite(_ siteIndex: Int, now: Int64) -> Delivery? {
         let site = sites[siteIndex]
         for transactional in [true, false] {
             var tries = transactional ? site.transactionalDomains.count : site.bulkDomains.count
@@ -382,25 +425,25 @@ public struct Scheduler<Ref: Sendable> {
         var looked = 0
         while out.isEmpty && looked < domain.campaignOrder.count {
             if domain.campaignCursor >= domain.campaignOrder.count { domain.campaignCursor = 0 }
-            let campaign = domain.campaignOrder[domain.campaignCursor]
-            if let until = campaignSuspensions[campaign], until > now {
+            let slot = domain.campaignCursor
+            let campaign = domain.campaignOrder[slot]
+            if !campaignSuspensions.isEmpty, let until = campaignSuspensions[campaign], until > now {
                 domain.campaignCursor += 1
                 domain.campaignCredit = 0
                 looked += 1
                 continue
             }
-            while out.count < limit, let recipient = domain.bulk[campaign]!.popFirst() {
+            while out.count < limit, let recipient = domain.bulkQueues[slot].popFirst() {
                 domain.readyCount -= 1
                 if expired(recipient, now: now) { dispose(recipient, .expired); continue }
                 out.append(recipient)
             }
-            if domain.bulk[campaign]!.isEmpty {
-                domain.bulk[campaign] = nil
-                domain.campaignOrder.remove(at: domain.campaignCursor)
+            if domain.bulkQueues[slot].isEmpty {
+                domain.removeSlot(slot)
                 domain.campaignCredit = 0
             } else {
                 domain.campaignCredit += 1
-                if domain.campaignCredit >= campaignWeights[campaign, default: 1] {
+                if domain.campaignCredit >= (campaignWeights.isEmpty ? 1 : campaignWeights[campaign, default: 1]) {
                     domain.campaignCursor += 1
                     domain.campaignCredit = 0
                 }
@@ -457,21 +500,21 @@ public struct Scheduler<Ref: Sendable> {
             pendingCount -= 1
             dispose(head, .expired)
         }
-        for campaign in domain.campaignOrder {
-            while let head = domain.bulk[campaign]?.first, expired(head, now: now) {
-                domain.bulk[campaign]!.removeFirst()
+        for slot in domain.bulkQueues.indices {
+            while let head = domain.bulkQueues[slot].first, expired(head, now: now) {
+                domain.bulkQueues[slot].removeFirst()
                 domain.readyCount -= 1
                 pendingCount -= 1
                 dispose(head, .expired)
             }
         }
-        domain.campaignOrder.removeAll { domain.bulk[$0]?.isEmpty ?? true }
-        for campaign in Array(domain.bulk.keys) where domain.bulk[campaign]!.isEmpty { domain.bulk[campaign] = nil }
+        for slot in domain.bulkQueues.indices.reversed() where domain.bulkQueues[slot].isEmpty { domain.removeSlot(slot) }
+        if domain.campaignCursor >= domain.campaignOrder.count { domain.campaignCursor = 0 }
         /* Deferred recipients: their due time never passes their deadline (see `complete`),
            so the domain wake-up expires them. Watch the oldest ready recipient left. */
         var oldest = Int64.max
         if let head = domain.transactional.first { oldest = min(oldest, head.queued) }
-        for campaign in domain.campaignOrder { if let head = domain.bulk[campaign]?.first { oldest = min(oldest, head.queued) } }
+        for queue in domain.bulkQueues { if let head = queue.first { oldest = min(oldest, head.queued) } }
         if oldest != .max { watchAge(index, oldest: oldest) }
     }
 
@@ -485,7 +528,7 @@ public struct Scheduler<Ref: Sendable> {
 
     /// complete - the results of a delivery, one per recipient in order; `reply` is the
     /// transaction-level reply when the whole transaction failed (for response rules).
-    public mutating func complete(_ delivery: Delivery<Ref>, results: [DeliveryResult], now: Int64) {
+    public mutating func complete(_ delivery: Delivery, results: [DeliveryResult], now: Int64) {
         let site = sites[delivery.site]
         site.inFlight -= 1
         inFlightCount -= delivery.recipients.count
@@ -578,7 +621,7 @@ public struct Scheduler<Ref: Sendable> {
         return nil
     }
 
-    private mutating func apply(_ rule: ResponseRule, delivery: Delivery<Ref>, campaign: UInt32, now: Int64) {
+    private mutating func apply(_ rule: ResponseRule, delivery: Delivery, campaign: UInt32, now: Int64) {
         switch (rule.action, rule.scope) {
         case (.suspend(let duration), .domain): suspend(domain: delivery.domain, until: now + duration, now: now)
         case (.suspend(let duration), .site): suspend(site: delivery.site, until: now + duration)
@@ -622,7 +665,7 @@ public struct Scheduler<Ref: Sendable> {
 
     public mutating func resume(campaign: UInt32, now: Int64) {
         campaignSuspensions[campaign] = nil
-        for index in domains.indices where domains[index].bulk[campaign] != nil { listDomain(index, now: now) }
+        for index in domains.indices where domains[index].slot(campaign) != nil { listDomain(index, now: now) }
     }
 
     /// retryNow - make a domain's deferred recipients due at once.
@@ -639,11 +682,12 @@ public struct Scheduler<Ref: Sendable> {
         var count = 0
         for recipient in domain.transactional { dispose(recipient, .bounced(reply: reason)); count += 1 }
         domain.transactional.removeAll()
-        for campaign in domain.campaignOrder {
-            for recipient in domain.bulk[campaign]! { dispose(recipient, .bounced(reply: reason)); count += 1 }
+        for queue in domain.bulkQueues {
+            for recipient in queue { dispose(recipient, .bounced(reply: reason)); count += 1 }
         }
-        domain.bulk.removeAll()
+        domain.bulkQueues.removeAll()
         domain.campaignOrder.removeAll()
+        domain.campaignCursor = 0
         while let top = domain.deferred.popMin() { dispose(top.recipient, .bounced(reply: reason)); count += 1 }
         domain.readyCount = 0
         pendingCount -= count
@@ -656,11 +700,13 @@ public struct Scheduler<Ref: Sendable> {
         var count = 0
         for index in domains.indices {
             let domain = domains[index]
-            if let queue = domain.bulk.removeValue(forKey: campaign) {
+            if let slot = domain.slot(campaign) {
+                let queue = domain.bulkQueues[slot]
                 for recipient in queue { dispose(recipient, .bounced(reply: reason)) }
                 count += queue.count
                 domain.readyCount -= queue.count
-                domain.campaignOrder.removeAll { $0 == campaign }
+                domain.removeSlot(slot)
+                if domain.campaignCursor >= domain.campaignOrder.count { domain.campaignCursor = 0 }
             }
             if domain.deferred.unordered.contains(where: { $0.recipient.campaign == campaign }) {
                 var kept: [Deferred] = []
