@@ -62,5 +62,14 @@ let package = Package(
             exclude: ["CSQLite"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // The scheduler at scale: 100,000 domains, 10,000,000 pending recipients, one core.
+        .systemLibrary(name: "CMalloc", path: "SchedulerBench/CMalloc"),
+        .executableTarget(
+            name: "SchedulerBench",
+            dependencies: ["CMalloc", .product(name: "Scheduler", package: "Carrier")],
+            path: "SchedulerBench",
+            exclude: ["CMalloc"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
     ]
 )

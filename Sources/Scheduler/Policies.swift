@@ -37,6 +37,8 @@ public struct RetryPolicy: Sendable, Equatable {
     }
 }
 
+@inline(__always) func lowerASCII(_ byte: UInt8) -> UInt8 { byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte }
+
 /// splitMix - a 64-bit mixing function (SplitMix64's finaliser).
 func splitMix(_ value: UInt64) -> UInt64 {
     var z = value &+ 0x9E37_79B9_7F4A_7C15
@@ -99,11 +101,35 @@ public struct ResponseRule: Sendable, Equatable {
     }
 
     /// matches - whether `reply` (code, enhanced code, text) triggers this rule: it is in
-    /// the code class and contains every one of the `contains` fragments.
+    /// the code class and contains every one of the `contains` fragments (ASCII letters
+    /// compared without case; a plain octet search, since this runs for every 4xx).
     public func matches(_ reply: String) -> Bool {
-        guard codeClass.isEmpty || reply.hasPrefix(codeClass) else { return false }
-        let lower = reply.lowercased()
-        return contains.allSatisfy { lower.contains($0) }
+        var reply = reply
+        return reply.withUTF8 { matches(utf8: $0) }
+    }
+
+    func matches(utf8 reply: UnsafeBufferPointer<UInt8>) -> Bool {
+        if let digit = codeClass.utf8.first, reply.first != digit { return false }
+        for fragment in contains {
+            var fragment = fragment
+            let found = fragment.withUTF8 { needle -> Bool in
+                guard !needle.isEmpty else { return true }
+                guard needle.count <= reply.count else { return false }
+                let first = needle[0]
+                var start = 0
+                while start + needle.count <= reply.count {
+                    if lowerASCII(reply[start]) == first {
+                        var offset = 1
+                        while offset < needle.count && lowerASCII(reply[start + offset]) == needle[offset] { offset += 1 }
+                        if offset == needle.count { return true }
+                    }
+                    start += 1
+                }
+                return false
+            }
+            if !found { return false }
+        }
+        return true
     }
 
     /// Shipped defaults for well-known throttle replies; each is documented in the README.

@@ -543,7 +543,9 @@ public struct Scheduler {
                 allTemporary = false
                 dispose(recipient, .bounced(reply: reply))
             case .temporaryFailure(let reply):
-                if let rule = configuration.rules.first(where: { $0.matches(reply) }) {
+                var text = reply
+                let rule = text.withUTF8 { utf8 in configuration.rules.first(where: { $0.matches(utf8: utf8) }) }
+                if let rule {
                     apply(rule, delivery: delivery, campaign: recipient.campaign, now: now)
                     if rule.action == .bounce {
                         dispose(recipient, .bounced(reply: reply))

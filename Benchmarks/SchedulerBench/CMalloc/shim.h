@@ -1,0 +1,2 @@
+/* mallinfo2, for memory per recipient (glibc has no Swift overlay for it). */
+#include <malloc.h>
