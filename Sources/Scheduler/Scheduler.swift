@@ -50,13 +50,14 @@ public struct RecipientRef: Hashable, Sendable, CustomStringConvertible {
 
 /// A recipient the scheduler holds: the caller's reference and its attempt state.
 public struct ScheduledRecipient: Sendable {
-    public var ref: RecipientRef
+    /* Field order keeps this at 40 octets (the time first, for its 8-octet alignment). */
     /// When it was first queued (ms): `max_age` counts from here.
     public var queued: Int64
-    /// Failed attempts so far.
-    public var attempts: UInt16
+    public var ref: RecipientRef
     /// Campaign id as given to `submit` (0: none).
     public var campaign: UInt32
+    /// Failed attempts so far.
+    public var attempts: UInt16
     public var priority: Priority
 
     public init(ref: RecipientRef, queued: Int64, attempts: UInt16 = 0, campaign: UInt32 = 0, priority: Priority = .transactional) {
