@@ -142,5 +142,10 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "SchedulerTests",
+            dependencies: ["Scheduler"],
+            swiftSettings: strict
+        ),
     ]
 )

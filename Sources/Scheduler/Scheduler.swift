@@ -204,8 +204,11 @@ public struct Scheduler {
     var siteWakes = Heap<Wake>()
     var domainWakes = Heap<Wake>()
     var ageWakes = Heap<Wake>()
-    var domainAgeQueued: [Bool] = []
+    /// Per domain: the time of its earliest pending age wake-up (`Int64.max`: none).
+    var domainAgeWatch: [Int64] = []
     var campaignSuspensions: [UInt32: Int64] = [:]
+    /// When campaign suspensions end (their domains stay listed; this only wakes the caller).
+    var campaignWakes = Heap<Int64>()
     var campaignWeights: [UInt32: Int] = [:]
     var sequence: UInt64 = 0
     /// Recipients that left without delivery (bounced by a rule or an operator, expired);
@@ -238,7 +241,7 @@ public struct Scheduler {
         domains.append(DomainState(name: name, site: site,
                                    limits: configuration.shaping.domainLimits(domain: name, siteLimits: sites[site].limits)))
         domainIndex[name] = index
-        domainAgeQueued.append(false)
+        domainAgeWatch.append(.max)
         return index
     }
 
@@ -261,28 +264,42 @@ public struct Scheduler {
     /// submit - queue a recipient for `domain`, due at `due` (now for a new one).
     public mutating func submit(_ recipient: Recipient, domain: Int, due: Int64? = nil, now: Int64) {
         pendingCount += 1
-        if let due, due > now {
+        /* Like a retry, a due time never passes the deadline, where the recipient expires. */
+        if let due = due.map({ min($0, recipient.queued + configuration.retry.maxAge) }), due > now {
             deferRecipient(recipient, domain: domain, until: due)
         } else {
             makeReady(recipient, domain: domain, now: now)
         }
-        watchAge(domain, oldest: recipient.queued)
     }
 
     private mutating func makeReady(_ recipient: Recipient, domain index: Int, now: Int64) {
         let domain = domains[index]
         domain.readyCount += 1
         if recipient.priority == .transactional {
-            domain.transactional.append(recipient)
+            Self.enqueue(recipient, &domain.transactional)
         } else {
             if let slot = domain.slot(recipient.campaign) {
-                domain.bulkQueues[slot].append(recipient)
+                Self.enqueue(recipient, &domain.bulkQueues[slot])
             } else {
                 domain.campaignOrder.append(recipient.campaign)
                 domain.bulkQueues.append([recipient])
             }
         }
+        watchAge(index, oldest: recipient.queued)
         listDomain(index, now: now)
+    }
+
+    /// enqueue - add a ready recipient in `queued` order, so the oldest of each queue is at
+    /// its head (what `expireDomain` relies on): a new recipient goes at the tail in O(1); a
+    /// retry coming due, or one reloaded with an old time, goes among those queued with it.
+    private static func enqueue(_ recipient: Recipient, _ queue: inout Deque<Recipient>) {
+        guard let last = queue.last, recipient.queued < last.queued else { return queue.append(recipient) }
+        var low = 0, high = queue.count - 1 // the first position queued later than it
+        while low < high {
+            let middle = (low + high) / 2
+            if queue[middle].queued > recipient.queued { high = middle } else { low = middle + 1 }
+        }
+        queue.insert(recipient, at: low)
     }
 
     /// listDomain - put a domain with ready work on its site's lists, and the site on the
@@ -317,10 +334,13 @@ public struct Scheduler {
         if wasEarliest { domainWakes.insert(Wake(time: due, index: index)) }
     }
 
+    /// watchAge - make sure the domain's age check runs by the deadline of a ready recipient
+    /// queued at `oldest` (an earlier wake-up supersedes a later one).
     private mutating func watchAge(_ index: Int, oldest: Int64) {
-        guard !domainAgeQueued[index] else { return }
-        domainAgeQueued[index] = true
-        ageWakes.insert(Wake(time: oldest + configuration.retry.maxAge, index: index))
+        let time = oldest + configuration.retry.maxAge
+        guard time < domainAgeWatch[index] else { return }
+        domainAgeWatch[index] = time
+        ageWakes.insert(Wake(time: time, index: index))
     }
 
     // MARK: deciding
@@ -335,7 +355,9 @@ public struct Scheduler {
             let site = sites[siteIndex]
             site.inReadyList = false
             if let wait = siteGate(siteIndex, now: now) {
-                if wait > now { siteWakes.insert(Wake(time: wait, index: siteIndex)) }
+                /* Not for `Int64.max` (a slot, or a suspension until resumed): a completion or
+                   `resume` lists the site again, and such a wake-up would never leave the heap. */
+                if wait > now && wait != .max { siteWakes.insert(Wake(time: wait, index: siteIndex)) }
                 continue
             }
             guard let delivery = takeFromSite(siteIndex, now: now) else { continue }
@@ -375,7 +397,7 @@ public struct Scheduler {
                 let domain = domains[index]
                 if transactional { domain.inTransactionalList = false } else { domain.inBulkList = false }
                 if domain.suspendedUntil > now {
-                    domainWakes.insert(Wake(time: domain.suspendedUntil, index: index))
+                    if domain.suspendedUntil != .max { domainWakes.insert(Wake(time: domain.suspendedUntil, index: index)) }
                     continue
                 }
                 if let bucket = domain.rateBucket {
@@ -412,7 +434,7 @@ public struct Scheduler {
         let limit = batchLimit(domain)
         while out.count < limit, let recipient = domain.transactional.popFirst() {
             domain.readyCount -= 1
-            if expired(recipient, now: now) { dispose(recipient, .expired); continue }
+            if expired(recipient, now: now) { pendingCount -= 1; dispose(recipient, .expired); continue }
             out.append(recipient)
         }
         return out
@@ -436,7 +458,7 @@ public struct Scheduler {
             }
             while out.count < limit, let recipient = domain.bulkQueues[slot].popFirst() {
                 domain.readyCount -= 1
-                if expired(recipient, now: now) { dispose(recipient, .expired); continue }
+                if expired(recipient, now: now) { pendingCount -= 1; dispose(recipient, .expired); continue }
                 out.append(recipient)
             }
             if domain.bulkQueues[slot].isEmpty {
@@ -484,9 +506,10 @@ public struct Scheduler {
             siteWakes.removeMin()
             listSite(wake.index)
         }
+        while let time = campaignWakes.min, time <= now { campaignWakes.removeMin() }
         while let wake = ageWakes.min, wake.time <= now {
             ageWakes.removeMin()
-            expireDomain(wake.index, now: now)
+            if wake.time == domainAgeWatch[wake.index] { expireDomain(wake.index, now: now) } // else superseded
         }
     }
 
@@ -494,7 +517,7 @@ public struct Scheduler {
     /// queues (the oldest are at the heads), and watch its next-oldest.
     private mutating func expireDomain(_ index: Int, now: Int64) {
         let domain = domains[index]
-        domainAgeQueued[index] = false
+        domainAgeWatch[index] = .max
         while let head = domain.transactional.first, expired(head, now: now) {
             domain.transactional.removeFirst()
             domain.readyCount -= 1
@@ -522,7 +545,7 @@ public struct Scheduler {
     /// nextWakeup - the earliest time something waiting becomes possible (nil: nothing waits
     /// on time; a completion or a submit is needed).
     public var nextWakeup: Int64? {
-        [domainWakes.min?.time, siteWakes.min?.time, ageWakes.min?.time].compactMap { $0 }.min()
+        [domainWakes.min?.time, siteWakes.min?.time, ageWakes.min?.time, campaignWakes.min].compactMap { $0 }.min()
     }
 
     // MARK: results
@@ -561,7 +584,7 @@ public struct Scheduler {
             if site.probing { site.probing = false; site.pauses = 0 }
             let ceiling = Double(site.limits.maxConnections ?? 20)
             site.window = min(ceiling, site.window + 1 / max(1, site.window))
-        } else if allTemporary && !delivery.recipients.isEmpty {
+        } else if allTemporary && !delivery.recipients.isEmpty && !site.probing {
             site.window = max(1, site.window / 2)
         }
         if site.waitingForSlot && site.inFlight < (site.probing ? 1 : site.concurrency) {
@@ -654,6 +677,7 @@ public struct Scheduler {
     /// suspend - deliver nothing of a campaign until `until`.
     public mutating func suspend(campaign: UInt32, until: Int64) {
         campaignSuspensions[campaign] = until
+        if until != .max { campaignWakes.insert(until) }
     }
 
     public mutating func resume(domain index: Int, now: Int64) {
@@ -697,7 +721,9 @@ public struct Scheduler {
         return count
     }
 
-    /// bounceAll - remove every pending recipient of a campaign, as bounced with `reason`.
+    /// bounceAll - remove every pending recipient of a campaign (bulk or transactional,
+    /// ready or deferred), as bounced with `reason`. Suspending a campaign holds only its
+    /// bulk recipients: transactional mail is never held behind a campaign.
     @discardableResult
     public mutating func bounceAll(campaign: UInt32, reason: String) -> Int {
         var count = 0
@@ -710,6 +736,14 @@ public struct Scheduler {
                 domain.readyCount -= queue.count
                 domain.removeSlot(slot)
                 if domain.campaignCursor >= domain.campaignOrder.count { domain.campaignCursor = 0 }
+            }
+            /* Transactional recipients can carry a campaign id too: they go as well. */
+            if campaign != 0, domain.transactional.contains(where: { $0.campaign == campaign }) {
+                let before = domain.transactional.count
+                for recipient in domain.transactional where recipient.campaign == campaign { dispose(recipient, .bounced(reply: reason)) }
+                domain.transactional.removeAll { $0.campaign == campaign }
+                count += before - domain.transactional.count
+                domain.readyCount -= before - domain.transactional.count
             }
             if domain.deferred.unordered.contains(where: { $0.recipient.campaign == campaign }) {
                 var kept: [Deferred] = []

@@ -1,0 +1,128 @@
+// ShapingTests.swift - where limits come from (domain > site > longest MX suffix > defaults,
+// field by field) and how the scheduler applies them: batches, a domain's own rate, and the
+// connection rate
+
+import Testing
+@testable import Scheduler
+
+@Suite("Shaping")
+struct ShapingTests {
+    static let shaping = Shaping(
+        defaults: Limits(maxConnections: 50, maxRecipientsPerTransaction: 200),
+        mxSuffixes: [".google.com": Limits(maxConnections: 40, initialConnections: 8, messageRate: Rate(100, per: 1)),
+                     ".l.google.com": Limits(initialConnections: 9, connectionRate: Rate(5, per: 1))],
+        sites: ["gmail": Limits(maxConnections: 30)],
+        domains: ["gmail.com": Limits(maxRecipientsPerTransaction: 10, messageRate: Rate(5, per: 1))])
+
+    @Test("Site limits: the site entry, then the longest MX suffix, then the defaults, field by field")
+    func siteResolution() {
+        let limits = Self.shaping.siteLimits(site: "gmail", mxHosts: ["ASPMX.L.GOOGLE.COM", "alt1.aspmx.l.google.com"])
+        #expect(limits.maxConnections == 30)                   // site entry beats suffix and defaults
+        #expect(limits.initialConnections == 9)                // the longest suffix, ".l.google.com"
+        #expect(limits.connectionRate == Rate(5, per: 1))
+        #expect(limits.messageRate == nil)                     // only the longest suffix applies
+        #expect(limits.maxRecipientsPerTransaction == 200)     // configured defaults
+        #expect(limits.maxMessagesPerConnection == 100)        // built-in defaults under them
+        #expect(Self.shaping.suffixMatch(["aspmx.l.google.com"]) == ".l.google.com")
+        #expect(Self.shaping.suffixMatch(["mx1.smtp.google.com"]) == ".google.com")
+        #expect(Self.shaping.suffixMatch(["google.com"]) == ".google.com") // the bare name matches its suffix
+        #expect(Self.shaping.suffixMatch(["mx.notgoogle.com", "mx.example.net"]) == nil)
+
+        let bySuffix = Self.shaping.siteLimits(site: "workspace", mxHosts: ["smtp.google.com"])
+        #expect(bySuffix.maxConnections == 40 && bySuffix.initialConnections == 8 && bySuffix.messageRate == Rate(100, per: 1))
+        #expect(bySuffix.maxRecipientsPerTransaction == 200)
+
+        let plain = Self.shaping.siteLimits(site: "elsewhere", mxHosts: ["mx.example.net"])
+        #expect(plain == Limits(maxConnections: 50, initialConnections: 5, maxMessagesPerConnection: 100, maxRecipientsPerTransaction: 200))
+        #expect(Shaping().siteLimits(site: "x", mxHosts: []) == Limits.defaults)
+    }
+
+    @Test("Domain limits: the domain entry over its site's limits, field by field")
+    func domainResolution() {
+        let site = Self.shaping.siteLimits(site: "gmail", mxHosts: ["aspmx.l.google.com"])
+        let gmail = Self.shaping.domainLimits(domain: "GMAIL.com", siteLimits: site)
+        #expect(gmail.maxRecipientsPerTransaction == 10)
+        #expect(gmail.messageRate == Rate(5, per: 1))
+        #expect(gmail.maxConnections == 30 && gmail.initialConnections == 9)
+        #expect(Self.shaping.domainLimits(domain: "googlemail.com", siteLimits: site) == site)
+    }
+
+    @Test("The scheduler takes its limits from the shaping: concurrency, batches")
+    func schedulerUsesShaping() {
+        var scheduler = TestScheduler(configuration(shaping: Self.shaping))
+        let site = scheduler.site("gmail", mxHosts: ["aspmx.l.google.com"])
+        #expect(scheduler.limits(site: site) == Self.shaping.siteLimits(site: "gmail", mxHosts: ["aspmx.l.google.com"]))
+        #expect(scheduler.concurrency(site: site) == 9)
+        /* gmail.com batches 10 recipients a transaction; another domain of the site, 200. */
+        let gmail = scheduler.domain("gmail.com", site: site)
+        let other = scheduler.domain("googlemail.com", site: site)
+        for id in 0..<25 { scheduler.submit(recipient(UInt64(id)), domain: gmail, now: 0) }
+        for id in 100..<350 { scheduler.submit(recipient(UInt64(id)), domain: other, now: 0) }
+        let deliveries = scheduler.drain(now: 0)
+        let gmailBatches = deliveries.filter { $0.domain == gmail }.map { $0.recipients.map(\.id) }
+        #expect(gmailBatches == [Array(0..<10)]) // 5/s, burst 1: one transaction now
+        #expect(deliveries.filter { $0.domain == other }.map(\.recipients.count) == [200, 50])
+    }
+
+    @Test("maxRecipientsPerTransaction splits a domain's ready recipients into batches, in order")
+    func batches() {
+        var scheduler = TestScheduler(configuration(shaping: Shaping(domains: ["one.test": Limits(maxRecipientsPerTransaction: 3)])))
+        let site = scheduler.site("mx")
+        let domain = scheduler.domain("one.test", site: site)
+        for id in 1...10 { scheduler.submit(recipient(UInt64(id)), domain: domain, now: 0) }
+        let batches = scheduler.drain(now: 0).map { $0.recipients.map(\.id) }
+        #expect(batches == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]])
+    }
+
+    @Test("A domain's own message rate limits that domain only")
+    func domainRate() {
+        let shaping = Shaping(defaults: Limits(maxRecipientsPerTransaction: 1),
+                              domains: ["slow.test": Limits(messageRate: Rate(1, per: 1))])
+        var scheduler = TestScheduler(configuration(shaping: shaping))
+        let site = scheduler.site("mx")
+        let slow = scheduler.domain("slow.test", site: site)
+        let fast = scheduler.domain("fast.test", site: site)
+        for id in 0..<5 {
+            scheduler.submit(recipient(UInt64(id)), domain: slow, now: 0)
+            scheduler.submit(recipient(UInt64(100 + id)), domain: fast, now: 0)
+        }
+        var starts: [Int: [Int64]] = [:]
+        var now: Int64 = 0
+        while now <= 10_000 {
+            while let delivery = scheduler.next(now: now) {
+                starts[delivery.domain, default: []].append(now)
+                scheduler.completeAll(delivery, .delivered, now: now)
+            }
+            guard let wake = scheduler.nextWakeup, wake <= 10_000 else { break }
+            guard wake > now else { Issue.record("wake-up \(wake) not after \(now)"); break }
+            #expect(scheduler.next(now: wake - 1) == nil)
+            now = wake
+        }
+        #expect(starts[fast] == [0, 0, 0, 0, 0])
+        #expect(starts[slow] == [0, 1000, 2000, 3000, 4000])
+    }
+
+    @Test("openConnection enforces the site's connection rate and burst")
+    func connectionRate() {
+        var scheduler = TestScheduler(configuration(shaping: Shaping(sites: ["mx": Limits(connectionRate: Rate(2, per: 1), connectionBurst: 2)])))
+        let site = scheduler.site("mx")
+        #expect(scheduler.openConnection(site: site, now: 0) == nil)
+        #expect(scheduler.openConnection(site: site, now: 0) == nil)
+        #expect(scheduler.openConnection(site: site, now: 0) == 500)
+        #expect(scheduler.openConnection(site: site, now: 499) == 500)
+        #expect(scheduler.openConnection(site: site, now: 500) == nil)
+        #expect(scheduler.openConnection(site: site, now: 500) == 1000)
+        #expect(scheduler.openConnection(site: site, now: 1000) == nil)
+        /* A refused attempt takes nothing: after a long pause the burst is back. */
+        #expect(scheduler.openConnection(site: site, now: 60_000) == nil)
+        #expect(scheduler.openConnection(site: site, now: 60_000) == nil)
+        #expect(scheduler.openConnection(site: site, now: 60_000) == 60_500)
+        /* The rate can come from an MX suffix; without one, connections are not limited. */
+        var bySuffix = TestScheduler(configuration(shaping: Self.shaping))
+        let google = bySuffix.site("g", mxHosts: ["aspmx.l.google.com"])
+        let opened = (0..<10).filter { _ in bySuffix.openConnection(site: google, now: 0) == nil }.count
+        #expect(opened == 1) // 5/s with burst 1
+        let free = bySuffix.site("free", mxHosts: ["mx.example.net"])
+        #expect((0..<1000).allSatisfy { _ in bySuffix.openConnection(site: free, now: 0) == nil })
+    }
+}
