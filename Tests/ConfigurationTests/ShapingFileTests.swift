@@ -64,6 +64,7 @@ struct ShapingFileTests {
         #expect(configuration.retry.maxRetryInterval == 14_400_000)
         #expect(configuration.retry.maxAge == 432_000_000)
         #expect(configuration.health.threshold == 5)
+        #expect(configuration.domainBurst == 8)
         #expect(configuration.health.cooldown == 60_000)
         #expect(configuration.health.maxCooldown == 3_600_000)
         let yahoo = configuration.shaping.siteLimits(site: "mta5.am0.yahoodns.net", mxHosts: ["mta5.am0.yahoodns.net"])
@@ -84,6 +85,8 @@ struct ShapingFileTests {
             message_rate = "20000/h"
             [mx_suffix.".yahoodns.net"]
             max_connections = 3
+            [scheduler]
+            domain_burst = 1
             [retry]
             retry_interval = "250ms"
             [[rule]]
@@ -100,6 +103,7 @@ struct ShapingFileTests {
         #expect(domain.messageRate == Rate(20000, per: 3600))
         #expect(domain.maxConnections == 3)
         #expect(configuration.retry.retryInterval == 250)
+        #expect(configuration.domainBurst == 1)
         #expect(configuration.retry.maxAge == 432_000_000)
         #expect(configuration.rules.first == ResponseRule(name: "mine", contains: ["slow down"], scope: .site, action: .bounce))
         #expect(configuration.rules.count == ResponseRule.defaults.count + 1)

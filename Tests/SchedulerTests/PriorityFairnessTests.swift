@@ -8,7 +8,7 @@ import Testing
 struct PriorityFairnessTests {
     /// submitBulk - `count` bulk recipients of `campaign`, ids from `first`, spread over
     /// `domains` in turn.
-    private func submitBulk(_ scheduler: inout TestScheduler, campaign: UInt32, count: Int, first: UInt64, domains: [Int], now: Int64 = 0) {
+    func submitBulk(_ scheduler: inout TestScheduler, campaign: UInt32, count: Int, first: UInt64, domains: [Int], now: Int64 = 0) {
         for offset in 0..<count {
             scheduler.submit(recipient(first + UInt64(offset), queued: now, campaign: campaign, priority: .bulk),
                              domain: domains[offset % domains.count], now: now)
@@ -53,7 +53,7 @@ struct PriorityFairnessTests {
 
     /// decisionsUntilDone - deliveries (each completed as delivered) until every recipient
     /// with an id in `small` has been handed out; also the campaign of each delivery.
-    private func decisionsUntilDone(_ scheduler: inout TestScheduler, small: Range<UInt64>, limit: Int = 10_000) -> (count: Int, campaigns: [UInt32]) {
+    func decisionsUntilDone(_ scheduler: inout TestScheduler, small: Range<UInt64>, limit: Int = 10_000) -> (count: Int, campaigns: [UInt32]) {
         var remaining = Set(small)
         var campaigns: [UInt32] = []
         var now: Int64 = 0
@@ -119,5 +119,61 @@ struct PriorityFairnessTests {
         favoured.setCampaignWeight(2, weight: 4)
         let (count, _) = decisionsUntilDone(&favoured, small: 2_000_000..<2_001_000)
         #expect(count == 13)
+    }
+}
+
+@Suite("Domain bursts")
+struct DomainBurstTests {
+    @Test("With the default burst a domain takes up to 8 transactions in a row, then the site's next domain gets its turn")
+    func burstThenYield() {
+        var limits = Limits(maxConnections: 1000, initialConnections: 1000)
+        limits.maxRecipientsPerTransaction = 1
+        var scheduler = TestScheduler(SchedulerConfiguration(shaping: Shaping(sites: ["mx": limits]), rules: []))
+        #expect(scheduler.configuration.domainBurst == 8)
+        let site = scheduler.site("mx")
+        let domains = (0..<3).map { scheduler.domain("d\($0).test", site: site) }
+        for id in 0..<60 { scheduler.submit(recipient(UInt64(id)), domain: domains[id % 3], now: 0) }
+        var order: [Int] = []
+        while let delivery = scheduler.next(now: 0) { order.append(delivery.domain) }
+        #expect(order.count == 60)
+        /* Runs of 8, 8, 8, then 8, 8, 8, then the last 4 of each. */
+        var runs: [Int] = []
+        for domain in order { if runs.isEmpty || order[runs.reduce(0, +) - 1] != domain { runs.append(1) } else { runs[runs.count - 1] += 1 } }
+        #expect(runs == [8, 8, 8, 8, 8, 8, 4, 4, 4])
+        #expect(Array(order.prefix(24)) == Array(repeating: domains[0], count: 8) + Array(repeating: domains[1], count: 8) + Array(repeating: domains[2], count: 8))
+    }
+
+    @Test("A domain's burst ends early when its queue runs dry, and transactional mail still comes first")
+    func burstEndsAndPriorityHolds() {
+        var limits = Limits(maxConnections: 1000, initialConnections: 1000)
+        limits.maxRecipientsPerTransaction = 1
+        var scheduler = TestScheduler(SchedulerConfiguration(shaping: Shaping(sites: ["mx": limits]), rules: []))
+        let site = scheduler.site("mx")
+        let a = scheduler.domain("a.test", site: site), b = scheduler.domain("b.test", site: site)
+        for id in 0..<3 { scheduler.submit(recipient(UInt64(id), campaign: 1, priority: .bulk), domain: a, now: 0) }
+        for id in 10..<20 { scheduler.submit(recipient(UInt64(id), campaign: 1, priority: .bulk), domain: b, now: 0) }
+        #expect(scheduler.next(now: 0)?.domain == a)
+        scheduler.submit(recipient(99), domain: b, now: 0) // transactional, behind a's burst
+        #expect(scheduler.next(now: 0)?.recipients.map(\.id) == [99])
+        var rest: [Int] = []
+        while let delivery = scheduler.next(now: 0) { rest.append(delivery.domain) }
+        #expect(rest.prefix(2) == [a, a]) // a's burst resumes and ends when a is empty
+        #expect(rest.dropFirst(2).allSatisfy { $0 == b })
+        #expect(rest.count == 12)
+    }
+
+    @Test("Fairness with the default burst: the small campaign over four domains still finishes within 2 × 20 + 4 × 8 decisions")
+    func fairnessWithBurst() {
+        var limits = Limits()
+        limits.maxRecipientsPerTransaction = 50
+        var scheduler = TestScheduler(SchedulerConfiguration(shaping: Shaping(sites: ["mx": limits]), rules: []))
+        let site = scheduler.site("mx")
+        let domains = (0..<4).map { scheduler.domain("d\($0).test", site: site) }
+        let helpers = PriorityFairnessTests()
+        helpers.submitBulk(&scheduler, campaign: 1, count: 1_000_000, first: 0, domains: domains)
+        helpers.submitBulk(&scheduler, campaign: 2, count: 1000, first: 2_000_000, domains: domains)
+        let (count, campaigns) = helpers.decisionsUntilDone(&scheduler, small: 2_000_000..<2_001_000)
+        #expect(count <= 2 * 20 + 4 * 8)
+        #expect(campaigns.filter { $0 == 2 }.count == 20)
     }
 }

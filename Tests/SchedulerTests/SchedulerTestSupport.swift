@@ -32,10 +32,11 @@ extension ScheduledRecipient {
     var id: UInt64 { ref.messageLow }
 }
 
-/// A configuration without jitter or response rules unless asked for, so times are exact.
+/// A configuration without jitter or response rules unless asked for, so times are exact,
+/// and with strict round-robin between a site's domains (domain bursts have their own tests).
 func configuration(shaping: Shaping = Shaping(), retry: RetryPolicy = RetryPolicy(jitter: 0),
-                   health: HealthPolicy = HealthPolicy(), rules: [ResponseRule] = []) -> SchedulerConfiguration {
-    SchedulerConfiguration(shaping: shaping, retry: retry, health: health, rules: rules)
+                   health: HealthPolicy = HealthPolicy(), rules: [ResponseRule] = [], domainBurst: Int = 1) -> SchedulerConfiguration {
+    SchedulerConfiguration(shaping: shaping, retry: retry, health: health, rules: rules, domainBurst: domainBurst)
 }
 
 /// A reply that matches none of the shipped response rules.

@@ -21,6 +21,12 @@ max_messages_per_connection = 100
 # RFC 5321 (4.5.3.1.8) requires servers to accept at least 100 recipients per message.
 max_recipients_per_transaction = 100
 
+[scheduler]
+# A domain keeps its site's turn for up to 8 transactions in a row (as one connection
+# would carry them) before the site's next domain; 1 is strict round-robin. Domains of a
+# site share its MX hosts, so receivers see no difference.
+domain_burst = 8
+
 [retry]
 # First retry after 5 minutes, doubling to 4 hours, giving up after 5 days (Postfix's
 # maximal_queue_lifetime). Each delay is stretched by up to 20% at random so a burst of

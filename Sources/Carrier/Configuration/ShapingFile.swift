@@ -19,6 +19,7 @@ public enum ShapingFile {
         var retry = configuration.retry
         var health = configuration.health
         var rules: [Int: [String: (TOMLValue, Int)]] = [:]
+        var domainBurst = configuration.domainBurst
         for entry in try parseTOML(text, file: file) {
             let error = { (message: String) in ConfigurationError(file: file, line: entry.line, message) }
             switch entry.table.first {
@@ -46,6 +47,11 @@ public enum ShapingFile {
                 case "max_cooldown": health.maxCooldown = try duration(entry.value, error)
                 default: throw error("unknown key \(entry.key) in [health]")
                 }
+            case "scheduler" where entry.table.count == 1:
+                switch entry.key {
+                case "domain_burst": domainBurst = try positive(entry.value, error)
+                default: throw error("unknown key \(entry.key) in [scheduler]")
+                }
             case "rule" where entry.table.count == 2:
                 rules[Int(entry.table[1])!, default: [:]][entry.key] = (entry.value, entry.line)
             default:
@@ -59,7 +65,8 @@ public enum ShapingFile {
             retry: RetryPolicy(retryInterval: retry.retryInterval, maxRetryInterval: max(retry.retryInterval, retry.maxRetryInterval),
                                maxAge: retry.maxAge, jitter: retry.jitter, seed: retry.seed),
             health: HealthPolicy(threshold: health.threshold, cooldown: health.cooldown, maxCooldown: max(health.cooldown, health.maxCooldown)),
-            rules: parsedRules + configuration.rules)
+            rules: parsedRules + configuration.rules,
+            domainBurst: domainBurst)
         return configuration
     }
 
