@@ -89,23 +89,38 @@ public struct ResponseRule: Sendable, Equatable {
     public var contains: [String]
     /// Only replies whose basic code starts with this digit ("4" or "5"; "" for any).
     public var codeClass: String
+    /// A regular expression the reply must also match somewhere, case-insensitively (nil:
+    /// fragments only). Fragments are checked first, so a cheap fragment keeps the regex
+    /// off most replies.
+    public var pattern: String?
     public var scope: RuleScope
     public var action: RuleAction
 
-    public init(name: String, contains: [String], codeClass: String = "4", scope: RuleScope, action: RuleAction) {
+    public init(name: String, contains: [String], codeClass: String = "4", pattern: String? = nil,
+                scope: RuleScope, action: RuleAction) {
         self.name = name
         self.contains = contains.map { $0.lowercased() }
         self.codeClass = codeClass
+        self.pattern = pattern
         self.scope = scope
         self.action = action
+    }
+
+    /// compilePattern - the rule's regular expression, case-insensitive; nil without one.
+    /// Throws for a pattern that is not a valid regular expression.
+    public func compilePattern() throws -> Regex<AnyRegexOutput>? {
+        guard let pattern else { return nil }
+        return try Regex(pattern).ignoresCase()
     }
 
     /// matches - whether `reply` (code, enhanced code, text) triggers this rule: it is in
     /// the code class and contains every one of the `contains` fragments (ASCII letters
     /// compared without case; a plain octet search, since this runs for every 4xx).
     public func matches(_ reply: String) -> Bool {
-        var reply = reply
-        return reply.withUTF8 { matches(utf8: $0) }
+        var text = reply
+        guard text.withUTF8({ matches(utf8: $0) }) else { return false }
+        guard let regex = try? compilePattern() else { return pattern == nil }
+        return reply.contains(regex)
     }
 
     func matches(utf8 reply: UnsafeBufferPointer<UInt8>) -> Bool {

@@ -226,8 +226,25 @@ public struct Scheduler {
     public private(set) var pendingCount = 0
     public private(set) var inFlightCount = 0
 
+    /// The rules' regular expressions, compiled once (a rule whose pattern does not compile
+    /// never matches; the shaping file reader refuses such patterns with the line).
+    let patterns: [Regex<AnyRegexOutput>?]
+
     public init(_ configuration: SchedulerConfiguration = SchedulerConfiguration()) {
         self.configuration = configuration
+        patterns = configuration.rules.map { (try? $0.compilePattern()) ?? nil }
+    }
+
+    /// rule - the first response rule a temporary-failure reply triggers.
+    private func rule(for reply: String) -> ResponseRule? {
+        var text = reply
+        return text.withUTF8 { utf8 in
+            for (index, rule) in configuration.rules.enumerated() where rule.matches(utf8: utf8) {
+                if rule.pattern == nil { return rule }
+                if let regex = patterns[index], reply.contains(regex) { return rule }
+            }
+            return nil
+        }
     }
 
     // MARK: destinations
@@ -591,9 +608,7 @@ public struct Scheduler {
                 allTemporary = false
                 dispose(recipient, .bounced(reply: reply))
             case .temporaryFailure(let reply):
-                var text = reply
-                let rule = text.withUTF8 { utf8 in configuration.rules.first(where: { $0.matches(utf8: utf8) }) }
-                if let rule {
+                if let rule = rule(for: reply) {
                     apply(rule, delivery: delivery, campaign: recipient.campaign, now: now)
                     if rule.action == .bounce {
                         dispose(recipient, .bounced(reply: reply))

@@ -93,6 +93,12 @@ struct ShapingFileTests {
             name = "mine"
             contains = "slow down"
             action = "bounce"
+            [[rule]]
+            name = "regex"
+            pattern = '4\\.7\\.[0-9]+ .*later'
+            scope = "domain"
+            action = "suspend"
+            duration = "10m"
             """
         let configuration = try ShapingFile.parse(text)
         let yahoo = configuration.shaping.siteLimits(site: "y", mxHosts: ["mta6.am0.yahoodns.net"])
@@ -106,7 +112,9 @@ struct ShapingFileTests {
         #expect(configuration.domainBurst == 1)
         #expect(configuration.retry.maxAge == 432_000_000)
         #expect(configuration.rules.first == ResponseRule(name: "mine", contains: ["slow down"], scope: .site, action: .bounce))
-        #expect(configuration.rules.count == ResponseRule.defaults.count + 1)
+        #expect(configuration.rules[1] == ResponseRule(name: "regex", contains: [], pattern: #"4\.7\.[0-9]+ .*later"#, scope: .domain, action: .suspend(duration: 600_000)))
+        #expect(configuration.rules[1].matches("421 4.7.0 Try LATER"))
+        #expect(configuration.rules.count == ResponseRule.defaults.count + 2)
     }
 
     @Test("Bad shaping files are refused with the line and what is wrong", arguments: [
@@ -117,6 +125,8 @@ struct ShapingFileTests {
         ("[nonsense]\nx = 1", 2, "unknown table [nonsense]"),
         ("[[rule]]\nname = \"r\"\ncontains = \"x\"\naction = \"explode\"", 2, "rule r: action is suspend, scale_rate or bounce"),
         ("[[rule]]\nname = \"r\"\ncontains = \"x\"\naction = \"scale_rate\"\nfactor = 2.0\nduration = \"1m\"", 2, "2.0 is out of range"),
+        ("[[rule]]\nname = \"r\"\npattern = \"4\\\\.7(\"\naction = \"bounce\"", 3, "rule r: pattern is not a valid regular expression"),
+        ("[[rule]]\nname = \"r\"\naction = \"bounce\"", 2, "rule r: needs contains or pattern"),
     ])
     func refused(text: String, line: Int, message: String) {
         #expect(throws: ConfigurationError(file: "shaping.toml", line: line, message)) { _ = try ShapingFile.parse(text) }

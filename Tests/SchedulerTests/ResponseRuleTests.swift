@@ -196,3 +196,24 @@ struct ResponseRuleTests {
         #expect(ResponseRule.defaults.first { $0.matches("550 5.7.1 [TSS04] rejected") } == nil)
     }
 }
+
+@Suite("Response rules with regular expressions")
+struct ResponseRulePatternTests {
+    @Test("A rule with a pattern matches only replies the regex matches (case-insensitive), after its fragments")
+    func patternRule() throws {
+        let rule = ResponseRule(name: "rx", contains: ["4.7."], pattern: #"4\.7\.(1|2)[0-9]{2} .*too many"#, scope: .domain, action: .bounce)
+        #expect(rule.matches("451 4.7.150 Too many messages from your IP"))
+        #expect(!rule.matches("451 4.7.650 too many"))                     // regex says 1xx or 2xx
+        #expect(!rule.matches("451 4.3.150 too many"))                     // fragment "4.7." missing
+        #expect(!rule.matches("551 4.7.150 too many"))                     // not a 4xx
+        var scheduler = TestScheduler(configuration(shaping: Shaping(defaults: Limits(maxRecipientsPerTransaction: 1)), rules: [rule]))
+        let domain = scheduler.domain("x.test", site: scheduler.site("s"))
+        scheduler.submit(recipient(1), domain: domain, now: 0)
+        scheduler.submit(recipient(2), domain: domain, now: 0)
+        scheduler.completeAll(try scheduler.required(now: 0), .temporaryFailure(reply: "451 4.7.150 TOO MANY connections"), now: 0)
+        #expect(scheduler.takeDisposed().map(\.1) == [.bounced(reply: "451 4.7.150 TOO MANY connections")])
+        scheduler.completeAll(try scheduler.required(now: 0), .temporaryFailure(reply: "451 4.7.650 too many"), now: 0)
+        #expect(scheduler.takeDisposed().isEmpty) // deferred, not bounced
+        #expect(scheduler.pendingCount == 1)
+    }
+}

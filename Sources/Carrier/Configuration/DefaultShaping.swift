@@ -80,7 +80,10 @@ message_rate = "20/s"
 message_burst = 10
 
 # Response rules, first match wins. Each matches when the reply (code, enhanced code
-# and text) has the given class and contains every fragment, case-insensitively.
+# and text) has the given class (code_class, default "4"), contains every fragment
+# (contains), and, when a pattern is given, matches that regular expression; all
+# case-insensitive. Actions: suspend (duration), scale_rate (factor, duration), bounce;
+# scope: domain, site (default) or campaign.
 
 # Yahoo/AOL "421 4.7.0 [TSS04] Messages from ... temporarily deferred due to unexpected
 # volume or user complaints": stop for 30 minutes.

@@ -92,7 +92,7 @@ public enum ShapingFile {
     private static func rule(_ fields: [String: (TOMLValue, Int)], file: String) throws(ConfigurationError) -> ResponseRule {
         let line = fields.values.map(\.1).min() ?? 0
         let error = { (message: String) in ConfigurationError(file: file, line: line, message) }
-        for key in fields.keys where !["name", "contains", "code_class", "scope", "action", "duration", "factor"].contains(key) {
+        for key in fields.keys where !["name", "contains", "code_class", "pattern", "scope", "action", "duration", "factor"].contains(key) {
             throw error("unknown key \(key) in [[rule]]")
         }
         guard case .string(let name)? = fields["name"]?.0 else { throw error("a [[rule]] needs a name") }
@@ -104,8 +104,15 @@ public enum ShapingFile {
                 guard case .string(let text) = item else { throw error("rule \(name): contains takes strings") }
                 fragments.append(text)
             }
-        default: throw error("rule \(name): contains (a string or an array of strings) is required")
+        case nil: break
+        default: throw error("rule \(name): contains is a string or an array of strings")
         }
+        var pattern: String?
+        if let value = fields["pattern"]?.0 {
+            guard case .string(let text) = value else { throw error("rule \(name): pattern is a string (a regular expression)") }
+            pattern = text
+        }
+        guard !fragments.isEmpty || pattern != nil else { throw error("rule \(name): needs contains or pattern") }
         var codeClass = "4"
         if let value = fields["code_class"]?.0 {
             guard case .string(let text) = value, ["", "4", "5"].contains(text) else { throw error("rule \(name): code_class is \"4\", \"5\" or \"\"") }
@@ -129,7 +136,13 @@ public enum ShapingFile {
         case .string("bounce")?: action = .bounce
         default: throw error("rule \(name): action is suspend, scale_rate or bounce")
         }
-        return ResponseRule(name: name, contains: fragments, codeClass: codeClass, scope: scope, action: action)
+        let rule = ResponseRule(name: name, contains: fragments, codeClass: codeClass, pattern: pattern, scope: scope, action: action)
+        do {
+            _ = try rule.compilePattern()
+        } catch {
+            throw ConfigurationError(file: file, line: fields["pattern"]?.1 ?? line, "rule \(name): pattern is not a valid regular expression")
+        }
+        return rule
     }
 
     private static func integer(_ value: TOMLValue, _ error: (String) -> ConfigurationError) throws(ConfigurationError) -> Int {
