@@ -81,7 +81,7 @@ let package = Package(
         ),
         .target(
             name: "Carrier",
-            dependencies: ["EventCore", "SMTP", "Scheduler"],
+            dependencies: ["EventCore", "SMTP", "Scheduler", "Spool"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -120,7 +120,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConfigurationTests",
-            dependencies: ["Carrier", "Scheduler"],
+            dependencies: ["Carrier", "Scheduler", "Spool"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -218,6 +218,10 @@ public struct Scheduler {
     /// When campaign suspensions end (their domains stay listed; this only wakes the caller).
     var campaignWakes = Heap<Int64>()
     var campaignWeights: [UInt32: Int] = [:]
+    /// Suspensions of domains and sites not created yet (restored from the spool before
+    /// their first recipient arrives), applied when they are.
+    var waitingDomainSuspensions: [String: Int64] = [:]
+    var waitingSiteSuspensions: [String: Int64] = [:]
     var sequence: UInt64 = 0
     /// Recipients that left without delivery (bounced by a rule or an operator, expired);
     /// the caller drains them with `takeDisposed()`.
@@ -255,6 +259,7 @@ public struct Scheduler {
         let index = sites.count
         sites.append(SiteState(name: name, limits: configuration.shaping.siteLimits(site: name, mxHosts: mxHosts)))
         siteIndex[name] = index
+        if let until = waitingSiteSuspensions.removeValue(forKey: name) { suspend(site: index, until: until) }
         return index
     }
 
@@ -266,6 +271,10 @@ public struct Scheduler {
         domains.append(DomainState(name: name, site: site,
                                    limits: configuration.shaping.domainLimits(domain: name, siteLimits: sites[site].limits)))
         domainIndex[name] = index
+        if let until = waitingDomainSuspensions.removeValue(forKey: name) {
+            domains[index].suspendedUntil = until
+            if until != .max { domainWakes.insert(Wake(time: until, index: index)) }
+        }
         domainAgeWatch.append(.max)
         return index
     }
@@ -700,6 +709,29 @@ public struct Scheduler {
     }
 
     // MARK: administration
+
+    /// suspend - by name: a domain that does not exist yet is suspended when it is created.
+    public mutating func suspend(domainNamed name: String, until: Int64, now: Int64) {
+        if let index = domainIndex[name.lowercased()] { suspend(domain: index, until: until, now: now) } else { waitingDomainSuspensions[name.lowercased()] = until }
+    }
+
+    /// suspend - by name: a site that does not exist yet is suspended when it is created.
+    public mutating func suspend(siteNamed name: String, until: Int64) {
+        if let index = siteIndex[name] { suspend(site: index, until: until) } else { waitingSiteSuspensions[name] = until }
+    }
+
+    public mutating func resume(domainNamed name: String, now: Int64) {
+        waitingDomainSuspensions[name.lowercased()] = nil
+        if let index = domainIndex[name.lowercased()] { resume(domain: index, now: now) }
+    }
+
+    public mutating func resume(siteNamed name: String) {
+        waitingSiteSuspensions[name] = nil
+        if let index = siteIndex[name] { resume(site: index) }
+    }
+
+    /// domainIndex - the index of a domain already known, by name.
+    public func domainIndex(_ name: String) -> Int? { domainIndex[name.lowercased()] }
 
     /// suspend - deliver nothing to a domain until `until` (ms; `Int64.max` until resumed).
     public mutating func suspend(domain index: Int, until: Int64, now: Int64) {

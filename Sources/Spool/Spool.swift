@@ -343,8 +343,9 @@ extension SpoolShard {
         try appendAndWait(out.bytes, durability: configuration.durability)
     }
 
-    /// purge - cancel every pending recipient of a campaign or a domain; returns how many.
-    public func purge(campaign: String? = nil, domain: String? = nil) throws(SpoolError) -> Int {
+    /// purge - end every pending recipient of a campaign or a domain, as cancelled (or, with
+    /// `bounce`, as bounced with `reason`, so a DSN can follow); returns how many.
+    public func purge(campaign: String? = nil, domain: String? = nil, bounce reason: String? = nil) throws(SpoolError) -> Int {
         let keys = withState { state -> [RecipientKey] in
             let campaignID = campaign.flatMap { state.campaigns.existing($0) }
             let domainID = domain.flatMap { state.domains.existing($0.lowercased()) }
@@ -356,9 +357,10 @@ extension SpoolShard {
             }
         }
         guard !keys.isEmpty else { return 0 }
-        let reason = campaign.map { "purged: campaign \($0)" } ?? "purged: domain \(domain ?? "")"
+        let purged = campaign.map { "purged: campaign \($0)" } ?? "purged: domain \(domain ?? "")"
         let waiter = Waiter<Result<Void, SpoolError>>()
-        let batch = keys.map { ($0, Outcome.cancelled(reason: reason)) }
+        let outcome = reason.map { Outcome.bounced(reply: $0) } ?? Outcome.cancelled(reason: purged)
+        let batch = keys.map { ($0, outcome) }
         var out = RecordWriter(capacity: 48 * batch.count)
         for (key, outcome) in batch {
             encodeOutcome(&out, key: key, kind: outcome.kind, attempts: 0, nextAttempt: 0, reply: outcome.reply)
