@@ -253,8 +253,13 @@ public struct Scheduler {
 
     // MARK: destinations
 
-    /// site - the index of a site (created on first use) whose MX hosts are `mxHosts`.
+    /// site - the index of a site (created on first use) whose MX hosts are `mxHosts`. When
+    /// an MX host matches a configured MX suffix (and no limits are set for `name` itself),
+    /// every such destination shares one site named `mx:<suffix>`: one concurrency ceiling
+    /// and one rate for, say, all domains hosted by Google.
     public mutating func site(_ name: String, mxHosts: [String] = []) -> Int {
+        var name = name
+        if configuration.shaping.sites[name] == nil, let suffix = configuration.shaping.suffixMatch(mxHosts) { name = "mx:" + suffix }
         if let index = siteIndex[name] { return index }
         let index = sites.count
         sites.append(SiteState(name: name, limits: configuration.shaping.siteLimits(site: name, mxHosts: mxHosts)))

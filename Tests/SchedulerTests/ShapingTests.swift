@@ -126,3 +126,22 @@ struct ShapingTests {
         #expect((0..<1000).allSatisfy { _ in bySuffix.openConnection(site: free, now: 0) == nil })
     }
 }
+
+@Suite("MX-suffix sites")
+struct SuffixSiteTests {
+    @Test("Domains whose MX hosts share a configured suffix share one site: one concurrency ceiling and one rate")
+    func sharedSuffixSite() {
+        var limits = Limits(maxConnections: 2, initialConnections: 2)
+        limits.maxRecipientsPerTransaction = 1
+        var scheduler = TestScheduler(configuration(shaping: Shaping(mxSuffixes: [".google.com": limits])))
+        let gmail = scheduler.site("aspmx.l.google.com", mxHosts: ["aspmx.l.google.com", "alt1.aspmx.l.google.com"])
+        let workspace = scheduler.site("example-com.mail.google.com", mxHosts: ["smtp.google.com"])
+        let other = scheduler.site("mx.example.net", mxHosts: ["mx.example.net"])
+        #expect(gmail == workspace)
+        #expect(gmail != other)
+        #expect(scheduler.siteName(gmail) == "mx:.google.com")
+        let a = scheduler.domain("gmail.com", site: gmail), b = scheduler.domain("example.com", site: workspace)
+        for id in 0..<4 { scheduler.submit(recipient(UInt64(id)), domain: id % 2 == 0 ? a : b, now: 0) }
+        #expect(scheduler.drain(now: 0).count == 2) // the shared ceiling, not 2 per domain
+    }
+}
