@@ -132,7 +132,7 @@ let package = Package(
         // printing each acknowledgement. Built by `swift build --build-tests`; found next to the test bundle.
         .executableTarget(
             name: "SpoolCrashChild",
-            dependencies: ["Spool"],
+            dependencies: ["Spool", "CarrierTesting"],
             path: "Tests/SpoolCrashChild",
             swiftSettings: strict
         ),
@@ -144,7 +144,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SchedulerTests",
-            dependencies: ["Scheduler"],
+            dependencies: ["Scheduler", "CarrierTesting"],
             swiftSettings: strict
         ),
     ]

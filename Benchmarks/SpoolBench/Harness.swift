@@ -111,9 +111,13 @@ func runProducers(name: String, producers: Int, messages: Int,
     }
     let wall = Double(monotonicNanoseconds() - start) / 1e9
 
-    /* Exact percentiles: nearest rank over every latency, sorted. */
-    var sorted = latencies.withLock { $0 }
-    sorted.sort()
+    return producerResult(name: name, messages: messages, wall: wall, latencies: latencies.withLock { $0 })
+}
+
+/// producerResult - a run's figures, with exact percentiles: nearest rank over every
+/// latency (nanoseconds), sorted.
+func producerResult(name: String, messages: Int, wall: Double, latencies: [UInt64]) -> ProducerResult {
+    let sorted = latencies.sorted()
     precondition(sorted.count == messages, "a producer lost latencies")
     func milliseconds(atFraction fraction: Double) -> Double {
         let rank = max(1, Int((fraction * Double(sorted.count)).rounded(.up)))
@@ -197,18 +201,7 @@ func runLoopProducers(name: String, producers: Int, messages: Int, loops: Int,
     gate.open()
     for thread in threads { pthread_join(thread, nil) }
     let wall = Double(monotonicNanoseconds() - start) / 1e9
-    var sorted = all.flatMap(\.latencies)
-    sorted.sort()
-    precondition(sorted.count == messages, "a producer lost latencies")
-    func milliseconds(atFraction fraction: Double) -> Double {
-        let rank = max(1, Int((fraction * Double(sorted.count)).rounded(.up)))
-        return Double(sorted[rank - 1]) / 1e6
-    }
-    return ProducerResult(name: name, messages: messages, wallSeconds: wall,
-                          messagesPerSecond: Double(messages) / wall,
-                          p50Milliseconds: milliseconds(atFraction: 0.50),
-                          p99Milliseconds: milliseconds(atFraction: 0.99),
-                          maxMilliseconds: Double(sorted[sorted.count - 1]) / 1e6)
+    return producerResult(name: name, messages: messages, wall: wall, latencies: all.flatMap(\.latencies))
 }
 
 /// markdownHeader - the results table's heading and separator lines.

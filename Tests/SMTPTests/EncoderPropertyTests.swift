@@ -11,6 +11,7 @@
 
 import Bytes
 import SMTP
+import CarrierTesting
 import Testing
 
 /// randomBody - a body made of random lines, each at most 998 octets of content.

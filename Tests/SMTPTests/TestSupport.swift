@@ -7,21 +7,6 @@ import Testing
 import Glibc
 #endif
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a small, seedable, well-mixed generator,
-/// so every random case can be reproduced from its seed.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64          /* advanced by the golden gamma each step */
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// normalized - the reference: every CRLF, lone CR and lone LF becomes CRLF; a final CRLF
 /// is added when missing; an empty body stays empty.

@@ -1,5 +1,6 @@
 // RateTests.swift - rate parsing, the GCRA bucket, and the window bound as a property
 
+import CarrierTesting
 import Testing
 @testable import Scheduler
 

@@ -1,6 +1,7 @@
 // RetryExpiryTests.swift - exponential backoff with jitter, 5xx as final, and max_age wherever
 // a recipient waits (ready, deferred, in a suspended domain, site or campaign, at a paused site)
 
+import CarrierTesting
 import Testing
 @testable import Scheduler
 

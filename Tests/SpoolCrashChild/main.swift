@@ -18,18 +18,8 @@
 import Glibc
 #endif
 import Spool
+import CarrierTesting
 
-/// SplitMix64 - a small seeded generator.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// emit - one line to stdout with a single write(2): unbuffered, so it is out (in the
 /// output file) the moment this returns, as an fflush'ed stdio line would be.
@@ -73,7 +63,7 @@ do {
     fail("open: \(error)")
 }
 
-var random = SplitMix(state: seed)
+var random = SplitMix64(seed: seed)
 let domains = ["alpha.test", "beta.test", "gamma.test", "delta.test", "epsilon.test"]
 
 /* Recipients that may get an outcome: pending ones from earlier runs, then this run's. */
