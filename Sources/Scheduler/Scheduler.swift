@@ -214,6 +214,8 @@ public struct Scheduler {
     var ageWakes = Heap<Wake>()
     /// Per domain: the time of its earliest pending age wake-up (`Int64.max`: none).
     var domainAgeWatch: [Int64] = []
+    /// Per domain: the time of the wake-up queued for its earliest deferred recipient.
+    var domainDeferredWake: [Int64] = []
     var campaignSuspensions: [UInt32: Int64] = [:]
     /// When campaign suspensions end (their domains stay listed; this only wakes the caller).
     var campaignWakes = Heap<Int64>()
@@ -281,6 +283,7 @@ public struct Scheduler {
             if until != .max { domainWakes.insert(Wake(time: until, index: index)) }
         }
         domainAgeWatch.append(.max)
+        domainDeferredWake.append(.max)
         return index
     }
 
@@ -368,9 +371,11 @@ public struct Scheduler {
     private mutating func deferRecipient(_ recipient: Recipient, domain index: Int, until due: Int64) {
         let domain = domains[index]
         sequence += 1
-        let wasEarliest = domain.deferred.min.map { due < $0.due } ?? true
         domain.deferred.insert(Deferred(due: due, sequence: sequence, recipient: recipient))
-        if wasEarliest { domainWakes.insert(Wake(time: due, index: index)) }
+        if due < domainDeferredWake[index] {
+            domainDeferredWake[index] = due
+            domainWakes.insert(Wake(time: due, index: index))
+        }
     }
 
     /// watchAge - make sure the domain's age check runs by the deadline of a ready recipient
@@ -545,6 +550,7 @@ public struct Scheduler {
         while let wake = domainWakes.min, wake.time <= now {
             domainWakes.removeMin()
             let domain = domains[wake.index]
+            if wake.time == domainDeferredWake[wake.index] { domainDeferredWake[wake.index] = .max }
             while let top = domain.deferred.min, top.due <= now {
                 domain.deferred.removeMin()
                 if expired(top.recipient, now: now) {
@@ -554,7 +560,12 @@ public struct Scheduler {
                     makeReady(top.recipient, domain: wake.index, now: now)
                 }
             }
-            if let top = domain.deferred.min { domainWakes.insert(Wake(time: top.due, index: wake.index)) }
+            /* One wake-up per domain for its deferred work: rate and suspension wake-ups
+               popping here must not add copies (they would never drain). */
+            if let top = domain.deferred.min, top.due < domainDeferredWake[wake.index] {
+                domainDeferredWake[wake.index] = top.due
+                domainWakes.insert(Wake(time: top.due, index: wake.index))
+            }
             listDomain(wake.index, now: now)
         }
         while let wake = siteWakes.min, wake.time <= now {
@@ -608,6 +619,7 @@ public struct Scheduler {
     /// complete - the results of a delivery, one per recipient in order; `reply` is the
     /// transaction-level reply when the whole transaction failed (for response rules).
     public mutating func complete(_ delivery: Delivery, results: [DeliveryResult], now: Int64) {
+        precondition(results.count == delivery.recipients.count, "one result per recipient of the delivery")
         let site = sites[delivery.site]
         site.inFlight -= 1
         inFlightCount -= delivery.recipients.count
@@ -702,9 +714,14 @@ public struct Scheduler {
 
     private mutating func apply(_ rule: ResponseRule, delivery: Delivery, campaign: UInt32, now: Int64) {
         switch (rule.action, rule.scope) {
-        case (.suspend(let duration), .domain): suspend(domain: delivery.domain, until: now + duration, now: now)
-        case (.suspend(let duration), .site): suspend(site: delivery.site, until: now + duration)
-        case (.suspend(let duration), .campaign): suspend(campaign: campaign, until: now + duration)
+        /* A rule lengthens a suspension in force, never shortens it (an operator's "until
+           resumed" stays). */
+        case (.suspend(let duration), .domain):
+            suspend(domain: delivery.domain, until: max(domains[delivery.domain].suspendedUntil, now + duration), now: now)
+        case (.suspend(let duration), .site):
+            suspend(site: delivery.site, until: max(sites[delivery.site].suspendedUntil, now + duration))
+        case (.suspend(let duration), .campaign):
+            suspend(campaign: campaign, until: max(campaignSuspensions[campaign] ?? 0, now + duration))
         case (.scaleRate(let factor, let duration), .domain):
             domains[delivery.domain].rateScale = (min(1, max(0.001, factor)), now + duration)
         case (.scaleRate(let factor, let duration), _):

@@ -314,7 +314,7 @@ struct ShardState {
     mutating func finishReplay() -> [MessageID] {
         replaying = false
         var lost: Set<MessageID> = []
-        for (id, message) in messages where message.segment == 0 { lost.insert(id) }
+        for (id, message) in messages where message.segment == 0 && message.live > 0 { lost.insert(id) }
         if !lost.isEmpty {
             for (key, entry) in pending where lost.contains(key.message) {
                 pending[key] = nil

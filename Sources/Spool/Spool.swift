@@ -39,7 +39,13 @@ public final class Spool: Sendable {
     public init(_ configuration: SpoolConfiguration) throws(SpoolError) {
         var configuration = configuration
         let meta = configuration.directory + "/spool.meta"
-        if let text = try? readWholeFile(meta) {
+        var text: [UInt8]? = nil
+        do {
+            text = try readWholeFile(meta)
+        } catch {
+            guard case .io(_, let code) = error.reason, code == ENOENT else { throw error }
+        }
+        if let text {
             let words = String(decoding: text, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" })
             guard words.count >= 4, words[0] == "carrier-spool", words[2] == "shards", let n = Int(words[3]), n > 0 else {
                 throw SpoolError(.badHeader("unreadable spool.meta"), path: meta)
@@ -374,6 +380,15 @@ extension SpoolShard {
     /// A blocking `pread`: call it from a thread that may wait for the disk, never from an
     /// event loop (the delivery engine reads through its shard's I/O thread).
     public func message(_ id: MessageID) throws(SpoolError) -> StoredMessage {
+        /* Compaction may move the record between the lookup and the read: look again once. */
+        do {
+            return try readMessage(id)
+        } catch {
+            return try readMessage(id)
+        }
+    }
+
+    private func readMessage(_ id: MessageID) throws(SpoolError) -> StoredMessage {
         guard let (segment, offset) = withState({ state in state.messages[id].map { ($0.segment, $0.offset) } }) else {
             throw SpoolError(.invalid("message \(id) has nothing pending in shard \(index)"))
         }
@@ -381,8 +396,7 @@ extension SpoolShard {
         do {
             return try raw.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) throws -> StoredMessage in
                 var reader = RecordReader(UnsafeRawBufferPointer(rebasing: bytes[8...]))
-                _ = try reader.u8()
-                let id = try reader.id()
+                guard try reader.u8() == RecordType.message.rawValue, try reader.id() == id else { throw ShortRecord() }
                 let created = try reader.i64()
                 let expires = try reader.i64()
                 let priority = PriorityClass(rawValue: try reader.u8()) ?? .bulk
@@ -403,10 +417,25 @@ extension SpoolShard {
     /// recipient - a pending recipient's address and merge variables (a blocking `pread`,
     /// like `message(_:)`).
     public func recipient(_ key: RecipientKey) throws(SpoolError) -> NewRecipient {
+        do {
+            return try readRecipient(key)
+        } catch {
+            return try readRecipient(key)
+        }
+    }
+
+    private func readRecipient(_ key: RecipientKey) throws(SpoolError) -> NewRecipient {
         guard let (segment, offset) = withState({ state in state.pending[key].map { ($0.segment, $0.offset) } }) else {
             throw SpoolError(.invalid("recipient \(key) is not pending in shard \(index)"))
         }
-        let all = try decodeRecipients(try readRecord(segment: segment, offset: offset))
+        let raw = try readRecord(segment: segment, offset: offset)
+        guard raw.count >= 8 + 1 + 16, raw.withUnsafeBytes({ bytes in
+            var reader = RecordReader(UnsafeRawBufferPointer(rebasing: bytes[9...]))
+            return (try? reader.id()) == key.message
+        }) else {
+            throw SpoolError(.invalid("recipient \(key): the record read is not its recipients record"), path: segmentPath(segment))
+        }
+        let all = try decodeRecipients(raw)
         guard let found = all.first(where: { $0.index == key.index }) else {
             throw SpoolError(.invalid("recipient \(key) is missing from its record"), path: segmentPath(segment))
         }

@@ -35,6 +35,10 @@ public final class SpoolShard: @unchecked Sendable {
     private var closing = false
     private var closed = false
     private var readers: [UInt32: Int32] = [:]
+    /// Descriptors of deleted segments, closed at the next compaction rather than at once,
+    /// so a reader that looked one up just before the deletion does not pread a reused
+    /// number (readers also check the record they get is the one they asked for).
+    private var retiredReaders: [Int32] = []
     private var writer: WorkerThread?
     private var lockDescriptor: Int32 = -1
     /// The recovery report of the last open.
@@ -51,8 +55,7 @@ public final class SpoolShard: @unchecked Sendable {
     /// The thread zero-filling the next segment, and what it made (writer-thread state).
     private var preparer: WorkerThread?
     private let prepared = PreparedSegment()
-    /// Data end of the last segment found by replay (its zero tail is kept).
-    private var replayedEnd: Int?
+
     private var dirtySince: Int64? = nil
     private var compactionWanted = false
 
@@ -74,6 +77,7 @@ public final class SpoolShard: @unchecked Sendable {
 
     deinit {
         for (_, fd) in readers { Glibc.close(fd) }
+        for fd in retiredReaders { Glibc.close(fd) }
         if descriptor >= 0 { Glibc.close(descriptor) }
         if lockDescriptor >= 0 { Glibc.close(lockDescriptor) }
     }
@@ -194,7 +198,6 @@ public final class SpoolShard: @unchecked Sendable {
                     recovery.records += 1
                     offset += record.size
                 case .end:
-                    replayedEnd = offset
                     break scanning
                 case .torn where !isLast:
                     /* Only the last segment can be torn by a crash: a sealed one cut short is damage. */
@@ -204,11 +207,9 @@ public final class SpoolShard: @unchecked Sendable {
                     let zeroTail = UnsafeRawBufferPointer(rebasing: file[offset...]).allSatisfy { $0 == 0 }
                     if zeroTail {
                         /* The preallocated rest of the segment being written: nothing was cut. */
-                        replayedEnd = offset
                     } else if !configuration.readOnly {
                         guard truncate(path, off_t(offset)) == 0 else { throw SpoolError.system("truncate", path: path) }
                         recovery.truncatedBytes += file.count - offset
-                        replayedEnd = offset
                     }
                     state.segments[number]?.bytes = offset
                     break scanning
@@ -269,7 +270,9 @@ public final class SpoolShard: @unchecked Sendable {
         guard fd >= 0 else { throw .system("open", path: path) }
         descriptor = fd
         fileSize = Int(lseek(fd, 0, SEEK_END))
-        currentSize = replayedEnd ?? fileSize
+        /* Where replay found the data to end (whatever way it ended: clean, a zero tail, a
+           torn record cut off, or a quarantine that put the readable prefix back). */
+        currentSize = state.segments[currentSegment]?.bytes ?? fileSize
         if currentSize >= configuration.segmentSize { try startSegment(currentSegment + 1) }
     }
 
@@ -537,12 +540,17 @@ public final class SpoolShard: @unchecked Sendable {
     }
 
     private func deleteDeadSegments() {
+        let retired = monitor.withLock { () -> [Int32] in
+            defer { retiredReaders.removeAll() }
+            return retiredReaders
+        }
+        for fd in retired { Glibc.close(fd) }
         let dead = monitor.withLock { state.deletable(current: currentSegment) }
         guard !dead.isEmpty else { return }
         monitor.withLock {
             for number in dead {
                 state.segments[number] = nil
-                if let fd = readers.removeValue(forKey: number) { Glibc.close(fd) }
+                if let fd = readers.removeValue(forKey: number) { retiredReaders.append(fd) }
             }
         }
         for number in dead { unlink(segmentPath(number)) }
@@ -570,7 +578,8 @@ public final class SpoolShard: @unchecked Sendable {
         var out = RecordWriter(capacity: 1 << 16)
         do {
             for id in moving.messages {
-                let (segment, offset) = monitor.withLock { (state.messages[id]!.segment, state.messages[id]!.offset) }
+                /* A campaign writer's close may have dropped it since the snapshot. */
+                guard let (segment, offset) = monitor.withLock({ state.messages[id].map { ($0.segment, $0.offset) } }) else { continue }
                 let raw = try readRecord(segment: segment, offset: offset)
                 out.bytes.append(contentsOf: raw)
             }
@@ -594,7 +603,9 @@ public final class SpoolShard: @unchecked Sendable {
         }
         guard !out.bytes.isEmpty else { return true }
         let done = Waiter<Result<Void, SpoolError>>()
-        commit([PendingAppend(bytes: out.bytes, durability: configuration.durability, completion: { done.set($0) })])
+        /* The copies are synced before the originals are unlinked, whatever the modes say:
+           otherwise a power loss could take long-acknowledged recipients with them. */
+        commit([PendingAppend(bytes: out.bytes, durability: preallocates ? .fsync : .none, completion: { done.set($0) })])
         return (try? done.wait().get()) != nil
     }
 

@@ -127,6 +127,8 @@ struct ShapingFileTests {
         ("[[rule]]\nname = \"r\"\ncontains = \"x\"\naction = \"scale_rate\"\nfactor = 2.0\nduration = \"1m\"", 2, "2.0 is out of range"),
         ("[[rule]]\nname = \"r\"\npattern = \"4\\\\.7(\"\naction = \"bounce\"", 3, "rule r: pattern is not a valid regular expression"),
         ("[[rule]]\nname = \"r\"\naction = \"bounce\"", 2, "rule r: needs contains or pattern"),
+        ("[rule.foo]\nname = \"r\"", 2, "unknown table [rule.foo]"),
+        ("[retry]\nmax_age = \"99999999999999999d\"", 2, "duration \"99999999999999999d\" is too long"),
     ])
     func refused(text: String, line: Int, message: String) {
         #expect(throws: ConfigurationError(file: "shaping.toml", line: line, message)) { _ = try ShapingFile.parse(text) }

@@ -173,3 +173,31 @@ struct BounceCampaignTests {
         #expect(scheduler.next(now: now) == nil)
     }
 }
+
+@Suite("Wake-up bookkeeping")
+struct WakeBookkeepingTests {
+    @Test("A rate-limited domain with a retry far ahead keeps one deferred wake-up, however many rate wake-ups pass")
+    func deferredWakeNotDuplicated() {
+        var limits = Limits(maxRecipientsPerTransaction: 1)
+        limits.messageRate = Rate(10, per: 1)
+        var scheduler = TestScheduler(configuration(shaping: Shaping(domains: ["r.test": limits])))
+        let domain = scheduler.domain("r.test", site: scheduler.site("s"))
+        for id in 0..<2_000 { scheduler.submit(recipient(UInt64(id)), domain: domain, now: 0) }
+        scheduler.submit(recipient(9_999), domain: domain, due: 4 * 3_600_000, now: 0)
+        var now: Int64 = 0
+        var handed = 0
+        for _ in 0..<10_000 where handed < 1_000 {
+            if let delivery = scheduler.next(now: now) {
+                handed += 1
+                scheduler.completeAll(delivery, .delivered, now: now)
+            } else if let wake = scheduler.nextWakeup, wake > now {
+                now = wake // a rate wake-up, 100 ms on
+            } else {
+                break
+            }
+        }
+        #expect(handed == 1_000)
+        #expect(now < 3_600_000) // the rate, not the far retry, set the pace
+        #expect(scheduler.domainWakes.count <= 3, "domain wake-ups: \(scheduler.domainWakes.count)")
+    }
+}

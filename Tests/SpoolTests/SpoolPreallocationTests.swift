@@ -78,3 +78,44 @@ struct SpoolPreallocationTests {
         spool!.close()
     }
 }
+
+@Suite("Spool quarantine of the newest segment")
+struct NewestSegmentQuarantineTests {
+    @Test("After the newest segment is quarantined, appends continue right after its readable prefix")
+    func appendsAfterPrefix() throws {
+        let folder = TemporaryFolder("newest")
+        defer { folder.remove() }
+        let configuration = testConfiguration(folder.path, shards: 1, segmentSize: 16 << 10, durability: .fsync)
+        var spool: Spool? = try Spool(configuration)
+        var ids: [MessageID] = []
+        for n in 0..<40 { ids.append(try spool!.enqueue(testMessage(["q\(n)@q.test"], body: String(repeating: "q", count: 900)))) }
+        spool!.close()
+        spool = nil
+        let shardFolder = folder.path + "/Queue/shard-00"
+        let files = segmentFiles(shardFolder)
+        #expect(files.count >= 3)
+        /* Damage the second record of the newest segment (after the admin snapshot), keeping what follows. */
+        let newest = shardFolder + "/" + files.last!
+        let records = try segmentRecords(newest).filter { $0.type == RecordType.message.rawValue }
+        #expect(records.count >= 2)
+        let victim = records[1]
+        let fd = open(newest, O_RDWR)
+        var byte: UInt8 = 0
+        #expect(pread(fd, &byte, 1, off_t(victim.offset + 20)) == 1)
+        byte ^= 0xFF
+        #expect(pwrite(fd, &byte, 1, off_t(victim.offset + 20)) == 1)
+        close(fd)
+
+        spool = try Spool(configuration)
+        #expect(spool!.recoveryReports[0].quarantined.count == 1)
+        let survivors = Set(pendingKeys(spool!).map(\.message))
+        var added: [MessageID] = []
+        for n in 0..<5 { added.append(try spool!.enqueue(testMessage(["r\(n)@q.test"]))) }
+        spool!.close()
+        spool = try Spool(configuration)
+        #expect(spool!.recoveryReports[0].quarantined.isEmpty, "\(spool!.recoveryReports[0].quarantined)")
+        #expect(Set(pendingKeys(spool!).map(\.message)) == survivors.union(added))
+        for id in added { #expect(try spool!.shards[0].message(id).sender == "sender@example.org") }
+        spool!.close()
+    }
+}

@@ -52,7 +52,7 @@ public enum ShapingFile {
                 case "domain_burst": domainBurst = try positive(entry.value, error)
                 default: throw error("unknown key \(entry.key) in [scheduler]")
                 }
-            case "rule" where entry.table.count == 2:
+            case "rule" where entry.table.count == 2 && Int(entry.table[1]) != nil:
                 rules[Int(entry.table[1])!, default: [:]][entry.key] = (entry.value, entry.line)
             default:
                 throw error("unknown table [\(entry.table.joined(separator: "."))]")
@@ -178,7 +178,11 @@ public enum ShapingFile {
         guard case .string(let text) = value else { throw error("expected a duration such as \"5m\", not \(value)") }
         let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {
-            if let number = Int64(text.dropLast(suffix.count)), number > 0 { return number * scale }
+            if let number = Int64(text.dropLast(suffix.count)), number > 0 {
+                let (milliseconds, overflow) = number.multipliedReportingOverflow(by: scale)
+                guard !overflow else { throw error("duration \"\(text)\" is too long") }
+                return milliseconds
+            }
         }
         throw error("expected a duration such as \"250ms\", \"30s\", \"5m\", \"4h\" or \"5d\", not \"\(text)\"")
     }
