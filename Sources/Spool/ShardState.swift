@@ -111,8 +111,7 @@ struct Interner {
 
     /// id - the id of the lowercased text of `bytes`.
     mutating func id(lowercasing bytes: UnsafeRawBufferPointer) -> UInt32 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes { hash = (hash ^ UInt64(asciiLower(byte))) &* 0x100_0000_01b3 }
+        let hash = domainHash(bytes)
         if let id = byHash[hash] {
             var name = names[Int(id)]
             let same = name.withUTF8 { stored in
