@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "Scheduler", targets: ["Scheduler"]),
         .library(name: "Sink", targets: ["Sink"]),
         .library(name: "Blast", targets: ["Blast"]),
+        .library(name: "Delivery", targets: ["Delivery"]),
         .library(name: "Carrier", targets: ["Carrier"]),
         .library(name: "CarrierTesting", targets: ["CarrierTesting"]),
     ],
@@ -79,9 +80,15 @@ let package = Package(
             dependencies: ["EventCore", "SMTP", "SMTPStreams", .product(name: "Histogram", package: "hdrhistogram-swift")],
             swiftSettings: strict
         ),
+        // The delivery engine: worker shards, routing, connection pools, the delivery log.
+        .target(
+            name: "Delivery",
+            dependencies: ["EventCore", "SMTP", "SMTPStreams", "Spool", "Scheduler"],
+            swiftSettings: strict
+        ),
         .target(
             name: "Carrier",
-            dependencies: ["EventCore", "SMTP", "Scheduler", "Spool"],
+            dependencies: ["EventCore", "SMTP", "Scheduler", "Spool", "Delivery", "Sink"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -140,6 +147,11 @@ let package = Package(
             name: "SMTPTests",
             dependencies: ["SMTP", "EventCore", "CarrierTesting"],
             exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "DeliveryTests",
+            dependencies: ["Delivery", "Carrier", "Sink", "Spool", "Scheduler", "SMTPStreams", "CarrierTesting"],
             swiftSettings: strict
         ),
         .testTarget(
