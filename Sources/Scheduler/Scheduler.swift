@@ -59,10 +59,14 @@ public struct ScheduledRecipient: Sendable {
     /// Failed attempts so far.
     public var attempts: UInt16
     public var priority: Priority
+    /// The recipient needs a message of its own (merge variables): it travels alone.
+    public var personalised: Bool
 
-    public init(ref: RecipientRef, queued: Int64, attempts: UInt16 = 0, campaign: UInt32 = 0, priority: Priority = .transactional) {
+    public init(ref: RecipientRef, queued: Int64, attempts: UInt16 = 0, campaign: UInt32 = 0, priority: Priority = .transactional,
+                personalised: Bool = false) {
         self.ref = ref
         self.queued = queued
+        self.personalised = personalised
         self.attempts = attempts
         self.campaign = campaign
         self.priority = priority
@@ -108,9 +112,14 @@ public struct SchedulerConfiguration: Sendable {
     /// round-robin). Domains of one site share its MX hosts, so the receiver sees no
     /// difference; the scheduler finds the domain's queues still in cache.
     public var domainBurst: Int
+    /// One transaction carries recipients of one message only, and a personalised recipient
+    /// travels alone (what the delivery engine needs: a decision is one SMTP transaction).
+    /// Off, recipients of any messages fill a transaction up to its limit.
+    public var transactionPerMessage: Bool
 
     public init(shaping: Shaping = Shaping(), retry: RetryPolicy = RetryPolicy(), health: HealthPolicy = HealthPolicy(),
-                rules: [ResponseRule] = ResponseRule.defaults, domainBurst: Int = 8) {
+                rules: [ResponseRule] = ResponseRule.defaults, domainBurst: Int = 8, transactionPerMessage: Bool = false) {
+        self.transactionPerMessage = transactionPerMessage
         self.shaping = shaping
         self.retry = retry
         self.health = health
@@ -286,6 +295,10 @@ public struct Scheduler {
         domainDeferredWake.append(.max)
         return index
     }
+
+    /// Recipients ready to go now (not deferred), summed over the domains: O(domains), for
+    /// progress displays and drain checks, not for the hot path.
+    public var readyCount: Int { domains.reduce(0) { $0 + $1.readyCount } }
 
     public func domainName(_ index: Int) -> String { domains[index].name }
     public func siteName(_ index: Int) -> String { sites[index].name }
@@ -492,7 +505,9 @@ public struct Scheduler {
     private mutating func takeTransactional(_ domain: DomainState, now: Int64) -> [Recipient] {
         var out: [Recipient] = []
         let limit = batchLimit(domain)
-        while out.count < limit, let recipient = domain.transactional.popFirst() {
+        while out.count < limit, let recipient = domain.transactional.first {
+            if let first = out.first, !joins(recipient, first) { break }
+            domain.transactional.removeFirst()
             domain.readyCount -= 1
             if expired(recipient, now: now) { pendingCount -= 1; dispose(recipient, .expired); continue }
             out.append(recipient)
@@ -516,7 +531,9 @@ public struct Scheduler {
                 looked += 1
                 continue
             }
-            while out.count < limit, let recipient = domain.bulkQueues[slot].popFirst() {
+            while out.count < limit, let recipient = domain.bulkQueues[slot].first {
+                if let first = out.first, !joins(recipient, first) { break }
+                domain.bulkQueues[slot].removeFirst()
                 domain.readyCount -= 1
                 if expired(recipient, now: now) { pendingCount -= 1; dispose(recipient, .expired); continue }
                 out.append(recipient)
@@ -534,6 +551,14 @@ public struct Scheduler {
             looked += 1
         }
         return out
+    }
+
+    /// joins - whether `recipient` may share the transaction `first` opened.
+    @inline(__always)
+    private func joins(_ recipient: Recipient, _ first: Recipient) -> Bool {
+        guard configuration.transactionPerMessage else { return true }
+        return !first.personalised && !recipient.personalised
+            && recipient.ref.messageHigh == first.ref.messageHigh && recipient.ref.messageLow == first.ref.messageLow
     }
 
     private func expired(_ recipient: Recipient, now: Int64) -> Bool {

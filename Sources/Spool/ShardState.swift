@@ -37,8 +37,11 @@ struct PendingEntry {
     private var attemptCount: UInt16
     /// Handed out by `due` and not yet given an outcome.
     var claimed: Bool
+    /// The recipient has merge variables (it needs a message of its own).
+    var personalised: Bool
 
-    init(segment: UInt32, offset: UInt32, domain: UInt32, attempts: UInt32, nextAttempt: Int64, stateSegment: UInt32, claimed: Bool) {
+    init(segment: UInt32, offset: UInt32, domain: UInt32, attempts: UInt32, nextAttempt: Int64, stateSegment: UInt32,
+         claimed: Bool, personalised: Bool = false) {
         self.segment = segment
         self.offset = offset
         self.domain = domain
@@ -47,6 +50,7 @@ struct PendingEntry {
         nextLow = 0
         attemptCount = 0
         self.claimed = claimed
+        self.personalised = personalised
         self.attempts = attempts
         self.nextAttempt = nextAttempt
     }
@@ -146,6 +150,10 @@ struct ShardState {
     /// Messages a campaign writer is still adding recipients to: kept (with their
     /// message record referenced) even while none of their recipients is pending.
     var open: Set<MessageID> = []
+    /// A subscriber takes new recipients as they become durable (the delivery engine): the
+    /// due-time heap is then not kept, and `fresh` collects what the next commit added.
+    var subscribed = false
+    var fresh: [PendingRecipient] = []
 
     /// held - whether a message's record is referenced: while it has pending recipients
     /// or is open.
@@ -225,7 +233,7 @@ struct ShardState {
             let domain = domains.id(lowercasing: UnsafeRawBufferPointer(rebasing: address[at...]))
             /* One hash per recipient: insert, and undo in the rare case it was there. */
             let fresh = PendingEntry(segment: segment, offset: offset, domain: domain, attempts: 0,
-                                     nextAttempt: created, stateSegment: 0, claimed: false)
+                                     nextAttempt: created, stateSegment: 0, claimed: false, personalised: variables > 0)
             if var entry = pending.updateValue(fresh, forKey: key) {
                 /* A copy written forward by compaction: only the position changes. */
                 dropRef(entry.segment)
@@ -236,7 +244,13 @@ struct ShardState {
                 continue
             }
             addRef(segment)
-            if !replaying { heap.insert(DueItem(time: created, key: key)) }
+            if !replaying {
+                if subscribed {
+                    self.fresh.append(describe(key, fresh))
+                } else {
+                    heap.insert(DueItem(time: created, key: key))
+                }
+            }
             added += 1
         }
         if added > 0 {
@@ -264,7 +278,7 @@ struct ShardState {
             entry.nextAttempt = nextAttempt
             if !isCopy { entry.claimed = false }
             pending[key] = entry
-            if !replaying && !isCopy { heap.insert(DueItem(time: nextAttempt, key: key)) }
+            if !replaying && !isCopy && !subscribed { heap.insert(DueItem(time: nextAttempt, key: key)) }
             return
         }
         switch kind {
@@ -358,7 +372,8 @@ struct ShardState {
         let message = messages[key.message]
         return PendingRecipient(key: key, segment: entry.segment, offset: entry.offset, attempts: entry.attempts,
                                 nextAttempt: entry.nextAttempt, domain: domains[entry.domain],
-                                priority: message?.priority ?? .bulk, campaign: campaigns[message?.campaign ?? 0])
+                                priority: message?.priority ?? .bulk, campaign: campaigns[message?.campaign ?? 0],
+                                personalised: entry.personalised)
     }
 
     func snapshotCounts() -> ShardCounts {

@@ -11,6 +11,35 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import HeapModule
+import Synchronization
+
+/// A decoded recipients record, by recipient index.
+struct CachedRecipients: Sendable {
+    var message: MessageID
+    var byIndex: [UInt32: NewRecipient]
+}
+
+/// The few recipients records decoded last (a campaign's records hold 4,096 recipients and
+/// the engine asks for them a transaction at a time). Thread-safe.
+final class RecordCache: Sendable {
+    private let entries = Mutex<[(slot: UInt64, record: CachedRecipients)]>([])
+    private let capacity = 16
+
+    func get(_ slot: UInt64) -> CachedRecipients? {
+        entries.withLock { list in list.first(where: { $0.slot == slot })?.record }
+    }
+
+    func put(_ slot: UInt64, _ record: CachedRecipients) {
+        entries.withLock { list in
+            list.removeAll { $0.slot == slot }
+            if list.count >= capacity { list.removeFirst() }
+            list.append((slot, record))
+        }
+    }
+
+    func clear() { entries.withLock { $0.removeAll() } }
+}
 
 /// An append waiting for the writer.
 struct PendingAppend {
@@ -55,6 +84,11 @@ public final class SpoolShard: @unchecked Sendable {
     /// The thread zero-filling the next segment, and what it made (writer-thread state).
     private var preparer: WorkerThread?
     private let prepared = PreparedSegment()
+
+    /// Who hears of recipients as they become durable (see `subscribe`); called on the writer thread.
+    private var subscriber: (@Sendable ([PendingRecipient]) -> Void)?
+    /// Recently decoded recipients records, for `recipients(_:)`: (segment << 32 | offset) -> by index.
+    private let recordCache = RecordCache()
 
     private var dirtySince: Int64? = nil
     private var compactionWanted = false
@@ -484,6 +518,11 @@ public final class SpoolShard: @unchecked Sendable {
                 }
             }
         }
+        let (fresh, subscriber) = monitor.withLock { () -> ([PendingRecipient], (@Sendable ([PendingRecipient]) -> Void)?) in
+            defer { state.fresh.removeAll() }
+            return (state.fresh, self.subscriber)
+        }
+        if !fresh.isEmpty { subscriber?(fresh) }
         for item in chunk { item.completion(.success(())) }
     }
 
@@ -607,6 +646,67 @@ public final class SpoolShard: @unchecked Sendable {
            otherwise a power loss could take long-acknowledged recipients with them. */
         commit([PendingAppend(bytes: out.bytes, durability: preallocates ? .fsync : .none, completion: { done.set($0) })])
         return (try? done.wait().get()) != nil
+    }
+
+    // MARK: the delivery engine's feed
+
+    /// subscribe - every pending recipient now, and from here on each recipient that becomes
+    /// pending, as soon as its record is durable: `handler` runs on the shard's writer thread
+    /// with each commit's new recipients (it must only hand them on). From then on the
+    /// subscriber owns retry timing: `due` no longer hands out anything.
+    public func subscribe(_ handler: @escaping @Sendable ([PendingRecipient]) -> Void) -> [PendingRecipient] {
+        monitor.withLock {
+            subscriber = handler
+            state.subscribed = true
+            state.heap = Heap()
+            return state.pending.map { state.describe($0.key, $0.value) }
+        }
+    }
+
+    /// recipients - the addresses and variables of pending recipients, in the order asked.
+    /// A blocking `pread` (for the engine's reader thread, never an event loop); each
+    /// recipients record is decoded once and kept while its neighbours are asked for.
+    public func recipients(_ keys: [RecipientKey]) throws(SpoolError) -> [NewRecipient] {
+        do {
+            return try lookUpRecipients(keys)
+        } catch {
+            /* Compaction may have moved a record between the lookup and the read. */
+            recordCache.clear()
+            return try lookUpRecipients(keys)
+        }
+    }
+
+    private func lookUpRecipients(_ keys: [RecipientKey]) throws(SpoolError) -> [NewRecipient] {
+        let places = monitor.withLock { keys.map { key in state.pending[key].map { ($0.segment, $0.offset) } } }
+        var out: [NewRecipient] = []
+        out.reserveCapacity(keys.count)
+        for (key, place) in zip(keys, places) {
+            guard let (segment, offset) = place else {
+                throw SpoolError(.invalid("recipient \(key) is not pending in shard \(index)"))
+            }
+            let slot = UInt64(segment) << 32 | UInt64(offset)
+            let record: CachedRecipients
+            if let cached = recordCache.get(slot), cached.message == key.message {
+                record = cached
+            } else {
+                let raw = try readRecord(segment: segment, offset: offset)
+                guard raw.count >= 8 + 1 + 16, raw.withUnsafeBytes({ bytes in
+                    var reader = RecordReader(UnsafeRawBufferPointer(rebasing: bytes[9...]))
+                    return (try? reader.id()) == key.message
+                }) else {
+                    throw SpoolError(.invalid("recipient \(key): the record read is not its recipients record"), path: segmentPath(segment))
+                }
+                var byIndex: [UInt32: NewRecipient] = [:]
+                for decoded in try decodeRecipients(raw) { byIndex[decoded.index] = NewRecipient(decoded.address, variables: decoded.variables) }
+                record = CachedRecipients(message: key.message, byIndex: byIndex)
+                recordCache.put(slot, record)
+            }
+            guard let found = record.byIndex[key.index] else {
+                throw SpoolError(.invalid("recipient \(key) is missing from its record"), path: segmentPath(segment))
+            }
+            out.append(found)
+        }
+        return out
     }
 
     // MARK: reading records back

@@ -147,6 +147,8 @@ public struct PendingRecipient: Sendable, Equatable {
     public var domain: String
     public var priority: PriorityClass
     public var campaign: String
+    /// The recipient has merge variables, so it gets a message (and a transaction) of its own.
+    public var personalised: Bool
 }
 
 /// What happened to a recipient.

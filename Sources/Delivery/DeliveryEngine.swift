@@ -1,0 +1,104 @@
+// DeliveryEngine.swift - the worker shards together: start, progress, drain and stop
+//
+// One worker shard per spool shard, each on its own thread with its own loop. The
+// engine itself only starts them, asks them for their counts and stops them: the
+// delivery path never goes through it.
+
+import Dispatch
+import EventCore
+public import Spool
+import Synchronization
+
+/// Why the engine could not start.
+public struct EngineError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The delivery engine: worker shards over one spool. Its methods are for one controlling
+/// thread (the command's main thread); the shards run on their own.
+public final class DeliveryEngine: Sendable {
+    public let spool: Spool
+    public let configuration: EngineConfiguration
+    private let shards: [WorkerShard]
+    private let log: DeliveryLog?
+
+    /// start - open the delivery log, start one worker shard per spool shard and hand each
+    /// its pending recipients.
+    public init(spool: Spool, configuration: EngineConfiguration) throws(EngineError) {
+        self.spool = spool
+        self.configuration = configuration
+        do {
+            log = try configuration.logPath.map { path throws(DeliveryLogError) in try DeliveryLog(path: path, maxBytes: configuration.logMaxBytes) }
+        } catch {
+            throw EngineError("delivery log: \(error)")
+        }
+        var shards: [WorkerShard] = []
+        for index in spool.shards.indices {
+            do {
+                shards.append(try WorkerShard(index: index, spool: spool, configuration: configuration, log: log))
+            } catch {
+                for shard in shards { shard.shutdown() }
+                throw EngineError("worker shard \(index): \(error)")
+            }
+        }
+        self.shards = shards
+        for shard in shards { shard.start() }
+    }
+
+    /// status - every shard's counts, summed (waits for each shard's loop).
+    public func status() -> ShardStatus {
+        let group = DispatchGroup()
+        let results = Mutex<[ShardStatus]>([])
+        for shard in shards {
+            group.enter()
+            shard.status { status in
+                results.withLock { $0.append(status) }
+                group.leave()
+            }
+        }
+        group.wait()
+        var total = ShardStatus()
+        for status in results.withLock({ $0 }) {
+            total.ready += status.ready
+            total.waiting += status.waiting
+            total.inFlight += status.inFlight
+            total.resolving += status.resolving
+            for (domain, counts) in status.byDomain {
+                var sum = total.byDomain[domain, default: DomainCounters()]
+                sum.delivered += counts.delivered
+                sum.deferred += counts.deferred
+                sum.bounced += counts.bounced
+                sum.expired += counts.expired
+                total.byDomain[domain] = sum
+            }
+        }
+        return total
+    }
+
+    /// isDrained - nothing is ready, in flight or being routed: what is left waits for a
+    /// later time (deferred) or an operator (suspended).
+    public static func isDrained(_ status: ShardStatus) -> Bool {
+        status.ready == 0 && status.inFlight == 0 && status.resolving == 0
+    }
+
+    /// stop - graceful: no new transactions, the ones in flight finish and are recorded,
+    /// idle connections say QUIT; then the shards' loops close and the log is flushed.
+    /// The spool stays open (the caller closes it).
+    public func stop() {
+        let group = DispatchGroup()
+        for shard in shards {
+            group.enter()
+            shard.stop { group.leave() }
+        }
+        group.wait()
+        /* Give the QUITs a moment to leave before the loops close the sockets. */
+        usleep(50_000)
+        for shard in shards { shard.shutdown() }
+        log?.close()
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

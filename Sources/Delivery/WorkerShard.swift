@@ -1,0 +1,582 @@
+// WorkerShard.swift - one worker shard: its loop, spool shard, scheduler, router and pools
+//
+// The shard hears of every pending recipient of its spool shard (all of them at start,
+// each new one as soon as its record is durable), resolves the recipient's domain to a
+// destination, and hands it to its scheduler. Whenever the scheduler allows a
+// transaction, the shard reads the message and the recipients off the loop (the
+// spool's reads are blocking preads, done on the shard's reader queue), renders the
+// message, and gives it to the connection pool of the destination's first hop,
+// failing over to the next hop when a connection cannot be made. Results go back to
+// the scheduler, to the spool as outcome records and to the delivery log.
+//
+// Nothing here is shared with another shard: a recipient's domain decides its shard.
+
+import Dispatch
+import EventCore
+import Scheduler
+import SMTP
+import SMTPStreams
+import Spool
+
+/// Per-domain counters, for progress displays and summaries.
+public struct DomainCounters: Sendable, Equatable {
+    public var delivered = 0
+    public var deferred = 0          /* temporary failures (each retry counts) */
+    public var bounced = 0
+    public var expired = 0
+    public init() {}
+}
+
+/// A shard's state at one moment, for drain checks and progress.
+public struct ShardStatus: Sendable {
+    public var ready = 0              /* recipients that may go now */
+    public var waiting = 0            /* deferred into the future, or held by a suspension */
+    public var inFlight = 0           /* transactions started and not finished */
+    public var resolving = 0          /* recipients whose domain is being looked up */
+    public var byDomain: [String: DomainCounters] = [:]
+}
+
+/// One worker shard. Confined to its loop thread; other threads reach it only through
+/// jobs posted to that loop (`@unchecked Sendable` for exactly that).
+public final class WorkerShard: @unchecked Sendable {
+    public let index: Int
+    let thread: LoopThread
+    let spool: Spool
+    let spoolShard: SpoolShard
+    let configuration: EngineConfiguration
+    let log: DeliveryLog?
+    private let reader: DispatchQueue
+
+    // Loop-thread state.
+    private var loop: Loop!
+    private var scheduler: Scheduler
+    private var router: Router!
+    private var resolver: DNSResolver?
+    private var wake: LoopTimer!
+    private var pools: [PoolKey: ConnectionPool] = [:]
+    private var messages = MessageCache(capacity: 256)
+    private var campaignIDs: [String: UInt32] = [:]
+    private var campaignNames: [String] = [""]
+    private var domainIndex: [String: Int] = [:]
+    private var resolving: [String: [PendingRecipient]] = [:]
+    private var inFlight = 0
+    private var stopping = false
+    private var counters: [String: DomainCounters] = [:]
+    private let crypto = OpenSSLCrypto()
+    private var tlsContext: TLSContext?
+    private let sessions = TLSSessionCache()
+
+    init(index: Int, spool: Spool, configuration: EngineConfiguration, log: DeliveryLog?) throws(IOError) {
+        self.index = index
+        self.spool = spool
+        spoolShard = spool.shards[index]
+        self.configuration = configuration
+        self.log = log
+        scheduler = Scheduler(configuration.scheduler)
+        reader = DispatchQueue(label: "carrier-read-\(index)")
+        thread = try LoopThread.start(name: "carrier-shard-\(index)")
+    }
+
+    /// start - on the loop: set up, take every pending recipient, subscribe for new ones.
+    func start() {
+        thread.execute { [self] loop in
+            self.loop = loop
+            wake = LoopTimer(loop: loop)
+            if let dns = configuration.dns { resolver = try? DNSResolver(loop: loop, configuration: dns) }
+            router = Router(routes: configuration.routes, resolver: resolver, mxPort: configuration.mxPort)
+            tlsContext = try? TLSContext.client(Self.tlsConfiguration(verify: false))
+            let thread = self.thread
+            let pending = spoolShard.subscribe { fresh in
+                thread.execute { [self] _ in accept(fresh) }
+            }
+            accept(pending)
+        }
+    }
+
+    static func tlsConfiguration(verify: Bool) -> TLSClientConfiguration {
+        var tls = TLSClientConfiguration()
+        tls.verifyPeer = verify
+        return tls
+    }
+
+    // MARK: feed
+
+    /// accept - new pending recipients: route their domains and queue them.
+    private func accept(_ list: [PendingRecipient]) {
+        let now = nowMilliseconds()
+        for recipient in list {
+            let domain = recipient.domain
+            if let index = domainIndex[domain] {
+                submit(recipient, domain: index, now: now)
+            } else if resolving[domain] != nil {
+                resolving[domain]!.append(recipient)
+            } else {
+                resolving[domain] = [recipient]
+                router.resolve(domain, now: now) { [self] result in resolved(domain, result) }
+            }
+        }
+        pump()
+    }
+
+    /// resolved - a domain's destination (or why there is none): create its scheduler
+    /// site and domain, queue the recipients that waited. A domain whose lookup failed
+    /// for now gets a site of its own and is looked up again at each attempt.
+    private func resolved(_ domain: String, _ result: Result<Destination, RoutingFailure>) {
+        let now = nowMilliseconds()
+        let waiting = resolving.removeValue(forKey: domain) ?? []
+        let index: Int
+        switch result {
+        case .success(let destination):
+            let site = scheduler.site(destination.site, mxHosts: destination.mxHosts)
+            index = scheduler.domain(domain, site: site)
+        case .failure(.permanent(let code, let enhanced, let text)):
+            /* Not created in the scheduler: later recipients look the domain up again. */
+            var outcomes: [(RecipientKey, Outcome)] = []
+            for recipient in waiting {
+                let reply = "\(code) \(enhanced) \(text)"
+                outcomes.append((recipient.key, .bounced(reply: reply)))
+                logEvent(.bounced, key: recipient.key, recipient: nil, domain: domain, campaign: recipient.campaign,
+                         site: nil, host: nil, code: code, enhanced: enhanced, text: text, attempt: Int(recipient.attempts) + 1)
+                counters[domain, default: DomainCounters()].bounced += 1
+            }
+            if !outcomes.isEmpty { spoolShard.record(outcomes) { _ in } }
+            pump()
+            return
+        case .failure(.temporary):
+            index = scheduler.domain(domain, site: scheduler.site("unresolved:" + domain))
+        }
+        domainIndex[domain] = index
+        for recipient in waiting { submit(recipient, domain: index, now: now) }
+        pump()
+    }
+
+    private func submit(_ recipient: PendingRecipient, domain: Int, now: Int64) {
+        let campaign = campaignID(recipient.campaign)
+        let key = recipient.key
+        let scheduled = ScheduledRecipient(
+            ref: RecipientRef(messageHigh: key.message.high, messageLow: key.message.low, index: key.index),
+            queued: Int64(bitPattern: key.message.high), attempts: UInt16(min(recipient.attempts, UInt32(UInt16.max))),
+            campaign: campaign, priority: recipient.priority == .transactional ? .transactional : .bulk,
+            personalised: recipient.personalised)
+        scheduler.submit(scheduled, domain: domain, due: recipient.nextAttempt, now: now)
+    }
+
+    private func campaignID(_ name: String) -> UInt32 {
+        if name.isEmpty { return 0 }
+        if let id = campaignIDs[name] { return id }
+        let id = UInt32(campaignNames.count)
+        campaignNames.append(name)
+        campaignIDs[name] = id
+        return id
+    }
+
+    // MARK: deciding
+
+    /// pump - start every transaction the scheduler allows now; wake up when the next may.
+    private func pump() {
+        guard !stopping else { return }
+        let now = nowMilliseconds()
+        while let delivery = scheduler.next(now: now) { begin(delivery) }
+        disposeLeftovers(now: now)
+        if let next = scheduler.nextWakeup {
+            wake.schedule(after: UInt64(max(1, next - now))) { [unowned self] _ in pump() }
+        } else {
+            wake.cancel()
+        }
+    }
+
+    /// begin - read what a transaction needs (off the loop), then send it.
+    private func begin(_ delivery: Delivery) {
+        inFlight += 1
+        let keys = delivery.recipients.map { RecipientKey(message: MessageID(high: $0.ref.messageHigh, low: $0.ref.messageLow), index: $0.ref.index) }
+        let id = keys[0].message
+        let needMessage = messages.get(id) == nil
+        let shard = spoolShard
+        let thread = self.thread
+        reader.async {
+            let result = Result { () throws(SpoolError) -> (StoredMessage?, [NewRecipient]) in
+                (needMessage ? try shard.message(id) : nil, try shard.recipients(keys))
+            }
+            thread.execute { [self] _ in read(delivery, keys: keys, result) }
+        }
+    }
+
+    /// read - the message and recipients are here: route, render and hand to a pool.
+    private func read(_ delivery: Delivery, keys: [RecipientKey], _ result: Result<(StoredMessage?, [NewRecipient]), SpoolError>) {
+        let (stored, recipients): (StoredMessage?, [NewRecipient])
+        switch result {
+        case .success(let value): (stored, recipients) = value
+        case .failure(let error):
+            /* A recipient purged meanwhile is gone (no outcome is due); anything else is retried. */
+            let gone = if case .invalid = error.reason { true } else { false }
+            let reply = "spool read failed: \(error)"
+            finish(Attempt(shard: self, delivery: delivery, keys: keys, recipients: []),
+                   results: keys.map { _ in gone ? .gone : .temporary(localReply(451, "4.3.0", reply)) },
+                   hop: nil)
+            return
+        }
+        let prepared: PreparedMessage
+        if let cached = messages.get(keys[0].message) {
+            prepared = cached
+        } else if let stored {
+            prepared = PreparedMessage(stored, hostname: configuration.hostname)
+            messages.put(stored.id, prepared)
+        } else {
+            finish(Attempt(shard: self, delivery: delivery, keys: keys, recipients: recipients),
+                   results: keys.map { _ in .temporary(localReply(451, "4.3.0", "message record not readable")) }, hop: nil)
+            return
+        }
+        let attempt = Attempt(shard: self, delivery: delivery, keys: keys, recipients: recipients)
+        attempt.prepared = prepared
+        let domain = scheduler.domainName(delivery.domain)
+        router.resolve(domain, now: nowMilliseconds()) { [self] routing in
+            switch routing {
+            case .success(let destination):
+                attempt.destination = destination
+                send(attempt)
+            case .failure(.permanent(let code, let enhanced, let text)):
+                let reply = localReply(code, enhanced, text)
+                finish(attempt, results: keys.map { _ in .permanent(reply) }, hop: nil)
+            case .failure(.temporary(let code, let enhanced, let text)):
+                let reply = localReply(code, enhanced, text)
+                finish(attempt, results: keys.map { _ in .temporary(reply) }, hop: nil)
+            }
+        }
+    }
+
+    /// send - render the message for this transaction and give it to the first hop's pool.
+    private func send(_ attempt: Attempt) {
+        guard let prepared = attempt.prepared else { return }
+        var addresses: [MailAddress] = []
+        var results: [AttemptResult?] = Array(repeating: nil, count: attempt.keys.count)
+        for (position, recipient) in attempt.recipients.enumerated() {
+            do {
+                addresses.append(try MailAddress(parsing: recipient.address))
+                attempt.sent.append(position)
+            } catch {
+                results[position] = .permanent(localReply(553, "5.1.3", "bad recipient address: \(error)"))
+            }
+        }
+        attempt.presetResults = results
+        guard !addresses.isEmpty else {
+            finish(attempt, results: results.map { $0! }, hop: nil)
+            return
+        }
+        let variables = attempt.delivery.recipients[0].personalised ? attempt.recipients[0].variables : []
+        let payload: MessagePayload
+        do {
+            payload = try prepared.payload(variables: variables, queueID: attempt.keys[0].message.description)
+        } catch {
+            let reply = localReply(554, "5.6.0", "message cannot be sent: \(error)")
+            finish(attempt, results: results.map { $0 ?? .permanent(reply) }, hop: nil)
+            return
+        }
+        attempt.message = OutboundMessage(sender: prepared.sender, recipients: addresses, payload: payload)
+        tryHop(attempt)
+    }
+
+    /// tryHop - hand the attempt to the pool of its current hop.
+    func tryHop(_ attempt: Attempt) {
+        guard let destination = attempt.destination else { return }
+        let hop = destination.hops[attempt.hopIndex]
+        pool(for: hop, route: destination.route, site: attempt.delivery.site).checkout(attempt)
+    }
+
+    private func pool(for hop: ResolvedHop, route: Route?, site: Int) -> ConnectionPool {
+        let key = PoolKey(address: hop.address, site: destinationKey(route))
+        if let pool = pools[key] { return pool }
+        var session = ClientConfiguration(heloName: configuration.hostname)
+        session.timeouts = configuration.timeouts
+        var connection = ClientConnectionConfiguration(session: session)
+        connection.connectTimeoutMilliseconds = configuration.connectTimeoutMilliseconds
+        connection.serverName = IPAddress(hop.name) == nil ? hop.name : nil
+        connection.tlsSessionCache = sessions
+        let tls = route?.tls ?? .opportunistic
+        switch tls {
+        case .none: connection.session.tls = .never
+        case .opportunistic: connection.session.tls = .opportunistic
+        case .required: connection.session.tls = .required
+        case .implicit: connection.session.tls = .never; connection.implicitTLS = true
+        }
+        if tls != .none {
+            if let route, route.verifyCertificate || route.clientCertificate != nil {
+                var tlsConfiguration = Self.tlsConfiguration(verify: route.verifyCertificate)
+                if let files = route.clientCertificate {
+                    tlsConfiguration.identity = .files(certificateChain: files.certificate, privateKey: files.key)
+                }
+                connection.tls = try? TLSContext.client(tlsConfiguration)
+            } else {
+                connection.tls = tlsContext
+            }
+        }
+        connection.session.credentials = route?.credentials
+        let limits = scheduler.limits(site: site)
+        let pool = ConnectionPool(
+            loop: loop, hop: hop, configuration: connection, sources: route?.sources ?? [],
+            limits: PoolLimits(maxMessagesPerConnection: limits.maxMessagesPerConnection ?? 100,
+                               idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds,
+                               maxAgeMilliseconds: configuration.maxConnectionAgeMilliseconds),
+            crypto: crypto)
+        pools[key] = pool
+        return pool
+    }
+
+    private func destinationKey(_ route: Route?) -> String { route.map { "route:" + $0.domain } ?? "mx" }
+
+    // MARK: results
+
+    /// connectionFailed - no connection to the attempt's hop: fail over, or defer.
+    func connectionFailed(_ attempt: Attempt, error: ClientConnectionError?, hop: ResolvedHop) {
+        let now = nowMilliseconds()
+        scheduler.connectionFailed(site: attempt.delivery.site, now: now)
+        let reply = Self.reply(for: error, hop: hop)
+        attempt.failures.append("\(hop.address): \(reply.text)")
+        let failover: Bool
+        switch error {
+        case .connect, .tls, .session(.greetingRejected), .session(.tlsUnavailable), .session(.timeout), .session(.connectionLost), nil:
+            failover = true
+        default:
+            failover = false
+        }
+        if failover, let destination = attempt.destination, attempt.hopIndex + 1 < destination.hops.count {
+            attempt.hopIndex += 1
+            tryHop(attempt)
+            return
+        }
+        let results = attempt.presetResults.map { $0 ?? .temporary(reply) }
+        finish(attempt, results: results, hop: hop)
+    }
+
+    /// completed - the transaction ran: one result per recipient sent.
+    func completed(_ attempt: Attempt, _ result: TransactionResult, hop: ResolvedHop) {
+        scheduler.connectionSucceeded(site: attempt.delivery.site)
+        var results = attempt.presetResults
+        for item in result.recipients {
+            let position = attempt.sent[item.index]
+            switch item.disposition {
+            case .delivered: results[position] = .delivered(item.reply)
+            case .deferred: results[position] = .temporary(item.reply)
+            case .bounced: results[position] = .permanent(item.reply)
+            }
+        }
+        finish(attempt, results: results.map { $0 ?? .temporary(localReply(451, "4.3.0", "no result")) }, hop: hop)
+    }
+
+    static func reply(for error: ClientConnectionError?, hop: ResolvedHop) -> Reply {
+        switch error {
+        case .session(.greetingRejected(let reply)), .session(.serviceClosing(let reply)):
+            return localReply(451, "4.4.2", "\(hop.address) said: \(reply)")
+        case .session(.authenticationFailed(let reply)):
+            return localReply(451, "4.7.8", "authentication to \(hop.address) failed: \(reply)")
+        case .connect(let error):
+            return localReply(451, "4.4.1", "connect to \(hop.address) failed: \(error)")
+        case .tls(let error):
+            return localReply(451, "4.7.5", "TLS with \(hop.address) failed: \(error)")
+        case .session(let error):
+            return localReply(451, "4.4.2", "\(hop.address): \(error)")
+        case nil:
+            return localReply(451, "4.4.2", "\(hop.address) closed the connection")
+        }
+    }
+
+    /// finish - the attempt is over: tell the scheduler, the spool and the log.
+    func finish(_ attempt: Attempt, results: [AttemptResult], hop: ResolvedHop?) {
+        let now = nowMilliseconds()
+        inFlight -= 1
+        let delivery = attempt.delivery
+        let domain = scheduler.domainName(delivery.domain)
+        let site = scheduler.siteName(delivery.site)
+        scheduler.complete(delivery, results: results.map(\.schedulerResult), now: now)
+        let latency = Double(MonotonicClock.nanoseconds() - attempt.started) / 1e6
+        var outcomes: [(RecipientKey, Outcome)] = []
+        for (position, result) in results.enumerated() {
+            let recipient = delivery.recipients[position]
+            let key = attempt.keys[position]
+            let address = position < attempt.recipients.count ? attempt.recipients[position].address : nil
+            let campaign = campaignNames[Int(recipient.campaign)]
+            switch result {
+            case .gone:
+                attempt.gone.insert(recipient.ref)
+            case .delivered(let reply):
+                outcomes.append((key, .delivered(reply: reply.description)))
+                counters[domain, default: DomainCounters()].delivered += 1
+                logEvent(.delivered, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
+                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
+            case .temporary(let reply):
+                let next = scheduler.retryTime(for: recipient, domain: delivery.domain, attempts: Int(recipient.attempts) + 1, now: now)
+                outcomes.append((key, .deferred(nextAttempt: next, reply: reply.description)))
+                counters[domain, default: DomainCounters()].deferred += 1
+                logEvent(.deferred, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
+                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency, nextAttempt: next)
+            case .permanent(let reply):
+                /* The scheduler disposes of it (bounced); recorded with the disposals below. */
+                attempt.bounceReplies[recipient.ref] = (reply, address)
+            }
+        }
+        if !outcomes.isEmpty { spoolShard.record(outcomes) { _ in } }
+        disposeLeftovers(now: now, attempt: attempt, host: hop, latency: latency)
+        if stopping { return }
+        pump()
+    }
+
+    /// disposeLeftovers - recipients the scheduler gave up on (bounced by a reply or a rule,
+    /// expired): final outcomes, log records and bounce notices.
+    private func disposeLeftovers(now: Int64, attempt: Attempt? = nil, host: ResolvedHop? = nil, latency: Double? = nil) {
+        let disposed = scheduler.takeDisposed()
+        guard !disposed.isEmpty else { return }
+        var outcomes: [(RecipientKey, Outcome)] = []
+        for (recipient, disposal) in disposed where attempt?.gone.contains(recipient.ref) != true {
+            let key = RecipientKey(message: MessageID(high: recipient.ref.messageHigh, low: recipient.ref.messageLow), index: recipient.ref.index)
+            let campaign = campaignNames[Int(recipient.campaign)]
+            let known = attempt?.bounceReplies[recipient.ref]
+            let domain = attempt.map { scheduler.domainName($0.delivery.domain) }
+            switch disposal {
+            case .bounced(let text):
+                let reply = known?.0 ?? Reply(code: 550, text: text)
+                outcomes.append((key, .bounced(reply: reply.description)))
+                if let domain { counters[domain, default: DomainCounters()].bounced += 1 }
+                logEvent(.bounced, key: key, recipient: known?.1, domain: domain, campaign: campaign, site: nil, host: host,
+                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
+            case .expired:
+                let text = "4.4.7 delivery time expired after \(recipient.attempts) attempts"
+                outcomes.append((key, .expired(reply: text)))
+                if let domain { counters[domain, default: DomainCounters()].expired += 1 }
+                logEvent(.expired, key: key, recipient: nil, domain: domain, campaign: campaign, site: nil, host: nil,
+                         code: nil, enhanced: "4.4.7", text: text, attempt: Int(recipient.attempts))
+            }
+        }
+        spoolShard.record(outcomes) { _ in }
+    }
+
+    // MARK: the delivery log
+
+    private func logEvent(_ event: DeliveryEvent, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
+                          site: String?, host: ResolvedHop?, reply: Reply, attempt: Int, latency: Double?, nextAttempt: Int64? = nil) {
+        logEvent(event, key: key, recipient: recipient, domain: domain, campaign: campaign, site: site, host: host,
+                 code: reply.code, enhanced: reply.enhanced.map { "\($0)" }, text: reply.text, attempt: attempt,
+                 latency: latency, nextAttempt: nextAttempt)
+    }
+
+    private func logEvent(_ event: DeliveryEvent, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
+                          site: String?, host: ResolvedHop?, code: Int?, enhanced: String?, text: String?, attempt: Int,
+                          latency: Double? = nil, nextAttempt: Int64? = nil) {
+        guard let log else { return }
+        log.append(DeliveryLogRecord(
+            time: nowMilliseconds(), event: event, messageID: key.message.description,
+            recipient: recipient ?? "#\(key.index)@\(domain ?? "")", campaign: campaign, site: site ?? "",
+            host: host.map { "\($0.name) \($0.address)" }, code: code, enhancedCode: enhanced, text: text,
+            attempt: attempt, latencyMilliseconds: latency, nextAttempt: nextAttempt))
+    }
+
+    // MARK: status and stopping
+
+    /// status - the shard's counts now (on its loop; `completion` runs there).
+    func status(_ completion: @escaping @Sendable (ShardStatus) -> Void) {
+        thread.execute { [self] _ in
+            guard loop != nil else { return completion(ShardStatus()) }
+            scheduler.advance(now: nowMilliseconds())
+            var status = ShardStatus()
+            status.ready = scheduler.readyCount
+            status.waiting = scheduler.pendingCount - status.ready
+            status.inFlight = inFlight
+            status.resolving = resolving.values.reduce(0) { $0 + $1.count }
+            status.byDomain = counters
+            completion(status)
+        }
+    }
+
+    /// stop - start no new transaction; `completion` runs once the ones in flight are done
+    /// and the idle connections said QUIT.
+    func stop(_ completion: @escaping @Sendable () -> Void) {
+        thread.execute { [self] _ in
+            stopping = true
+            wake?.cancel()
+            waitForQuiet(completion)
+        }
+    }
+
+    private func waitForQuiet(_ completion: @escaping @Sendable () -> Void) {
+        if inFlight == 0 {
+            for pool in pools.values { pool.closeIdle() }
+            completion()
+            return
+        }
+        loop.nextTurn { [self] in
+            let timer = LoopTimer(loop: loop)
+            timer.schedule(after: 20) { [self] timer in
+                timer.close()
+                waitForQuiet(completion)
+            }
+        }
+    }
+
+    /// shutdown - close the loop (after `stop`).
+    func shutdown() {
+        thread.execute { [self] _ in
+            resolver?.close()
+            wake?.close()
+        }
+        thread.stopAndJoin()
+    }
+}
+
+/// What one recipient's attempt came to.
+enum AttemptResult {
+    case delivered(Reply)
+    case temporary(Reply)
+    case permanent(Reply)
+    /// The recipient left the spool meanwhile (purged): nothing to record.
+    case gone
+
+    var schedulerResult: DeliveryResult {
+        switch self {
+        case .delivered: .delivered
+        case .temporary(let reply): .temporaryFailure(reply: reply.description)
+        case .permanent(let reply): .permanentFailure(reply: reply.description)
+        case .gone: .permanentFailure(reply: "gone")
+        }
+    }
+}
+
+/// Pools are per hop address and per route (TLS mode and credentials come with the route).
+struct PoolKey: Hashable {
+    var address: SocketAddress
+    var site: String
+}
+
+/// One transaction in progress. Confined to its shard's loop thread.
+final class Attempt: PoolTransaction {
+    unowned let shard: WorkerShard
+    let delivery: Delivery
+    let keys: [RecipientKey]
+    let recipients: [NewRecipient]
+    let started = MonotonicClock.nanoseconds()
+    var prepared: PreparedMessage?
+    var destination: Destination?
+    var hopIndex = 0
+    var message = OutboundMessage(sender: .null, recipients: [], payload: MessagePayload(normalized: .init(), dotStuffed: .init(), has8BitData: false))
+    /// Positions (into `keys`) of the recipients in `message`, in its order.
+    var sent: [Int] = []
+    /// Results known before sending (bad addresses).
+    var presetResults: [AttemptResult?] = []
+    var failures: [String] = []
+    var bounceReplies: [RecipientRef: (Reply, String?)] = [:]
+    /// Recipients no longer in the spool: nothing is recorded for them.
+    var gone: Set<RecipientRef> = []
+
+    init(shard: WorkerShard, delivery: Delivery, keys: [RecipientKey], recipients: [NewRecipient]) {
+        self.shard = shard
+        self.delivery = delivery
+        self.keys = keys
+        self.recipients = recipients
+    }
+
+    func poolStarted(on hop: ResolvedHop) {}
+    func poolCompleted(_ result: TransactionResult, hop: ResolvedHop) { shard.completed(self, result, hop: hop) }
+    func poolFailed(_ error: ClientConnectionError?, hop: ResolvedHop) { shard.connectionFailed(self, error: error, hop: hop) }
+}
+
+/// localReply - a reply Carrier makes itself (no server said it), in the server's form.
+func localReply(_ code: Int, _ enhanced: String, _ text: String) -> Reply {
+    Reply(code: code, enhanced: EnhancedStatus(enhanced), text: "\(enhanced) \(text)")
+}
