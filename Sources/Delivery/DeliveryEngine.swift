@@ -22,6 +22,8 @@ public final class DeliveryEngine: Sendable {
     public let configuration: EngineConfiguration
     private let shards: [WorkerShard]
     private let log: DeliveryLog?
+    /// The status taken as the engine stopped (its loops are gone then).
+    private let finalStatus = Mutex<ShardStatus?>(nil)
 
     /// start - open the delivery log, start one worker shard per spool shard and hand each
     /// its pending recipients.
@@ -48,6 +50,7 @@ public final class DeliveryEngine: Sendable {
 
     /// status - every shard's counts, summed (waits for each shard's loop).
     public func status() -> ShardStatus {
+        if let final = finalStatus.withLock({ $0 }) { return final }
         let group = DispatchGroup()
         let results = Mutex<[ShardStatus]>([])
         for shard in shards {
@@ -76,22 +79,31 @@ public final class DeliveryEngine: Sendable {
         return total
     }
 
+    /// reload - new routes and shaping for every shard (what SIGHUP does); the spool, the
+    /// log and the shard count stay as they are.
+    public func reload(_ configuration: EngineConfiguration) {
+        for shard in shards { shard.reload(configuration) }
+    }
+
     /// isDrained - nothing is ready, in flight or being routed: what is left waits for a
     /// later time (deferred) or an operator (suspended).
     public static func isDrained(_ status: ShardStatus) -> Bool {
         status.ready == 0 && status.inFlight == 0 && status.resolving == 0
     }
 
-    /// stop - graceful: no new transactions, the ones in flight finish and are recorded,
+    /// stop - graceful (idempotent): no new transactions, the ones in flight finish and are recorded,
     /// idle connections say QUIT; then the shards' loops close and the log is flushed.
     /// The spool stays open (the caller closes it).
     public func stop() {
+        guard finalStatus.withLock({ $0 }) == nil else { return }
         let group = DispatchGroup()
         for shard in shards {
             group.enter()
             shard.stop { group.leave() }
         }
         group.wait()
+        let final = status()
+        finalStatus.withLock { $0 = final }
         /* Give the QUITs a moment to leave before the loops close the sockets. */
         usleep(50_000)
         for shard in shards { shard.shutdown() }

@@ -43,7 +43,7 @@ public final class WorkerShard: @unchecked Sendable {
     let thread: LoopThread
     let spool: Spool
     let spoolShard: SpoolShard
-    let configuration: EngineConfiguration
+    private(set) var configuration: EngineConfiguration
     let log: DeliveryLog?
     private let reader: DispatchQueue
 
@@ -54,12 +54,16 @@ public final class WorkerShard: @unchecked Sendable {
     private var resolver: DNSResolver?
     private var wake: LoopTimer!
     private var pools: [PoolKey: ConnectionPool] = [:]
+    /// Pools replaced by a reload, kept until their busy connections finish.
+    private var retiredPools: [ConnectionPool] = []
     private var messages = MessageCache(capacity: 256)
     private var campaignIDs: [String: UInt32] = [:]
     private var campaignNames: [String] = [""]
     private var domainIndex: [String: Int] = [:]
     private var resolving: [String: [PendingRecipient]] = [:]
     private var inFlight = 0
+    /// Outcomes waiting for the end of this loop turn (see `record`).
+    private var unrecorded: [(RecipientKey, Outcome)] = []
     private var stopping = false
     private var counters: [String: DomainCounters] = [:]
     private let crypto = OpenSSLCrypto()
@@ -72,7 +76,7 @@ public final class WorkerShard: @unchecked Sendable {
         spoolShard = spool.shards[index]
         self.configuration = configuration
         self.log = log
-        scheduler = Scheduler(configuration.scheduler)
+        scheduler = Scheduler(Self.schedulerConfiguration(configuration))
         reader = DispatchQueue(label: "carrier-read-\(index)")
         thread = try LoopThread.start(name: "carrier-shard-\(index)")
     }
@@ -90,6 +94,30 @@ public final class WorkerShard: @unchecked Sendable {
                 thread.execute { [self] _ in accept(fresh) }
             }
             accept(pending)
+        }
+    }
+
+    /// The engine's scheduler settings: a decision is one SMTP transaction.
+    static func schedulerConfiguration(_ configuration: EngineConfiguration) -> SchedulerConfiguration {
+        var scheduler = configuration.scheduler
+        scheduler.transactionPerMessage = true
+        return scheduler
+    }
+
+    /// reload - new routes and shaping (SIGHUP): domains are routed afresh as they are next
+    /// tried, limits change at once, idle connections close so new TLS and credentials apply.
+    func reload(_ configuration: EngineConfiguration) {
+        thread.execute { [self] _ in
+            self.configuration = configuration
+            router = Router(routes: configuration.routes, resolver: resolver, mxPort: configuration.mxPort)
+            scheduler.reconfigure(Self.schedulerConfiguration(configuration))
+            retiredPools.removeAll { $0.isEmpty }
+            for pool in pools.values {
+                pool.closeIdle()
+                if !pool.isEmpty { retiredPools.append(pool) }
+            }
+            pools.removeAll()
+            pump()
         }
     }
 
@@ -139,7 +167,7 @@ public final class WorkerShard: @unchecked Sendable {
                          site: nil, host: nil, code: code, enhanced: enhanced, text: text, attempt: Int(recipient.attempts) + 1)
                 counters[domain, default: DomainCounters()].bounced += 1
             }
-            if !outcomes.isEmpty { spoolShard.record(outcomes) { _ in } }
+            record(outcomes)
             pump()
             return
         case .failure(.temporary):
@@ -185,12 +213,18 @@ public final class WorkerShard: @unchecked Sendable {
         }
     }
 
-    /// begin - read what a transaction needs (off the loop), then send it.
+    /// begin - read what a transaction needs, then send it: from the caches when the message
+    /// and the recipients' records were read recently, else on the reader queue (the
+    /// spool's reads are blocking preads).
     private func begin(_ delivery: Delivery) {
         inFlight += 1
         let keys = delivery.recipients.map { RecipientKey(message: MessageID(high: $0.ref.messageHigh, low: $0.ref.messageLow), index: $0.ref.index) }
         let id = keys[0].message
         let needMessage = messages.get(id) == nil
+        if !needMessage, let recipients = spoolShard.cachedRecipients(keys) {
+            read(delivery, keys: keys, .success((nil, recipients)))
+            return
+        }
         let shard = spoolShard
         let thread = self.thread
         reader.async {
@@ -413,7 +447,7 @@ public final class WorkerShard: @unchecked Sendable {
                 attempt.bounceReplies[recipient.ref] = (reply, address)
             }
         }
-        if !outcomes.isEmpty { spoolShard.record(outcomes) { _ in } }
+        record(outcomes)
         disposeLeftovers(now: now, attempt: attempt, host: hop, latency: latency)
         if stopping { return }
         pump()
@@ -445,19 +479,35 @@ public final class WorkerShard: @unchecked Sendable {
                          code: nil, enhanced: "4.4.7", text: text, attempt: Int(recipient.attempts))
             }
         }
-        spoolShard.record(outcomes) { _ in }
+        record(outcomes)
+    }
+
+    /// record - outcomes for the spool, written together once this loop turn is over (one
+    /// append, one wake-up of the spool's writer, for every transaction the turn finished).
+    private func record(_ outcomes: [(RecipientKey, Outcome)]) {
+        guard !outcomes.isEmpty else { return }
+        if unrecorded.isEmpty {
+            loop.nextTurn { [self] in
+                let batch = unrecorded
+                unrecorded.removeAll(keepingCapacity: true)
+                spoolShard.record(batch) { result in
+                    if case .failure(let error) = result { writeStandardError("carrier: recording outcomes failed: \(error)\n") }
+                }
+            }
+        }
+        unrecorded.append(contentsOf: outcomes)
     }
 
     // MARK: the delivery log
 
-    private func logEvent(_ event: DeliveryEvent, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
+    private func logEvent(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
                           site: String?, host: ResolvedHop?, reply: Reply, attempt: Int, latency: Double?, nextAttempt: Int64? = nil) {
         logEvent(event, key: key, recipient: recipient, domain: domain, campaign: campaign, site: site, host: host,
                  code: reply.code, enhanced: reply.enhanced.map { "\($0)" }, text: reply.text, attempt: attempt,
                  latency: latency, nextAttempt: nextAttempt)
     }
 
-    private func logEvent(_ event: DeliveryEvent, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
+    private func logEvent(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
                           site: String?, host: ResolvedHop?, code: Int?, enhanced: String?, text: String?, attempt: Int,
                           latency: Double? = nil, nextAttempt: Int64? = nil) {
         guard let log else { return }
@@ -472,7 +522,7 @@ public final class WorkerShard: @unchecked Sendable {
 
     /// status - the shard's counts now (on its loop; `completion` runs there).
     func status(_ completion: @escaping @Sendable (ShardStatus) -> Void) {
-        thread.execute { [self] _ in
+        let posted = thread.execute { [self] _ in
             guard loop != nil else { return completion(ShardStatus()) }
             scheduler.advance(now: nowMilliseconds())
             var status = ShardStatus()
@@ -483,16 +533,18 @@ public final class WorkerShard: @unchecked Sendable {
             status.byDomain = counters
             completion(status)
         }
+        if !posted { completion(ShardStatus()) }
     }
 
     /// stop - start no new transaction; `completion` runs once the ones in flight are done
     /// and the idle connections said QUIT.
     func stop(_ completion: @escaping @Sendable () -> Void) {
-        thread.execute { [self] _ in
+        let posted = thread.execute { [self] _ in
             stopping = true
             wake?.cancel()
             waitForQuiet(completion)
         }
+        if !posted { completion() }
     }
 
     private func waitForQuiet(_ completion: @escaping @Sendable () -> Void) {

@@ -184,6 +184,8 @@ public struct Scheduler {
 
     final class SiteState {
         let name: String
+        /// The MX hosts it was created with (for reloading its limits).
+        let mxHosts: [String]
         var limits: Limits
         var messageBucket: RateBucket?
         var connectionBucket: RateBucket?
@@ -201,8 +203,9 @@ public struct Scheduler {
         var inReadyList = false
         var waitingForSlot = false
 
-        init(name: String, limits: Limits) {
+        init(name: String, mxHosts: [String], limits: Limits) {
             self.name = name
+            self.mxHosts = mxHosts
             self.limits = limits
             window = Double(min(limits.initialConnections ?? 5, limits.maxConnections ?? 20))
             if let rate = limits.messageRate { messageBucket = RateBucket(rate: rate, burst: limits.messageBurst ?? 1) }
@@ -212,7 +215,7 @@ public struct Scheduler {
         var concurrency: Int { max(1, min(Int(window), limits.maxConnections ?? 20)) }
     }
 
-    public let configuration: SchedulerConfiguration
+    public private(set) var configuration: SchedulerConfiguration
     var domains: [DomainState] = []
     var domainIndex: [String: Int] = [:]
     var sites: [SiteState] = []
@@ -243,11 +246,30 @@ public struct Scheduler {
 
     /// The rules' regular expressions, compiled once (a rule whose pattern does not compile
     /// never matches; the shaping file reader refuses such patterns with the line).
-    let patterns: [Regex<AnyRegexOutput>?]
+    var patterns: [Regex<AnyRegexOutput>?]
 
     public init(_ configuration: SchedulerConfiguration = SchedulerConfiguration()) {
         self.configuration = configuration
         patterns = configuration.rules.map { (try? $0.compilePattern()) ?? nil }
+    }
+
+    /// reconfigure - new shaping, retry, health and rules (a reload): every site and domain
+    /// known takes its limits from the new shaping now; rate buckets restart full, queues
+    /// and suspensions stay. Recipients already deferred keep their retry times.
+    public mutating func reconfigure(_ configuration: SchedulerConfiguration) {
+        self.configuration = configuration
+        patterns = configuration.rules.map { (try? $0.compilePattern()) ?? nil }
+        for site in sites {
+            site.limits = configuration.shaping.siteLimits(site: site.name, mxHosts: site.mxHosts)
+            site.messageBucket = site.limits.messageRate.map { RateBucket(rate: $0, burst: site.limits.messageBurst ?? 1) }
+            site.connectionBucket = site.limits.connectionRate.map { RateBucket(rate: $0, burst: site.limits.connectionBurst ?? 1) }
+            site.window = min(site.window, Double(site.limits.maxConnections ?? 20))
+        }
+        for domain in domains {
+            domain.limits = configuration.shaping.domainLimits(domain: domain.name, siteLimits: sites[domain.site].limits)
+            domain.rateBucket = domain.limits.messageRate.map { RateBucket(rate: $0, burst: domain.limits.messageBurst ?? 1) }
+        }
+        for index in sites.indices { listSite(index) }
     }
 
     /// rule - the first response rule a temporary-failure reply triggers.
@@ -273,7 +295,7 @@ public struct Scheduler {
         if configuration.shaping.sites[name] == nil, let suffix = configuration.shaping.suffixMatch(mxHosts) { name = "mx:" + suffix }
         if let index = siteIndex[name] { return index }
         let index = sites.count
-        sites.append(SiteState(name: name, limits: configuration.shaping.siteLimits(site: name, mxHosts: mxHosts)))
+        sites.append(SiteState(name: name, mxHosts: mxHosts, limits: configuration.shaping.siteLimits(site: name, mxHosts: mxHosts)))
         siteIndex[name] = index
         if let until = waitingSiteSuspensions.removeValue(forKey: name) { suspend(site: index, until: until) }
         return index

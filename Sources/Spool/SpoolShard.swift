@@ -676,6 +676,22 @@ public final class SpoolShard: @unchecked Sendable {
         }
     }
 
+    /// cachedRecipients - the same as `recipients(_:)` when every record they are in was
+    /// decoded recently; nil otherwise. Never touches the disk, so an event loop may call it
+    /// and go to the reader thread only on a miss.
+    public func cachedRecipients(_ keys: [RecipientKey]) -> [NewRecipient]? {
+        let places = monitor.withLock { keys.map { key in state.pending[key].map { ($0.segment, $0.offset) } } }
+        var out: [NewRecipient] = []
+        out.reserveCapacity(keys.count)
+        for (key, place) in zip(keys, places) {
+            guard let (segment, offset) = place,
+                  let cached = recordCache.get(UInt64(segment) << 32 | UInt64(offset)), cached.message == key.message,
+                  let found = cached.byIndex[key.index] else { return nil }
+            out.append(found)
+        }
+        return out
+    }
+
     private func lookUpRecipients(_ keys: [RecipientKey]) throws(SpoolError) -> [NewRecipient] {
         let places = monitor.withLock { keys.map { key in state.pending[key].map { ($0.segment, $0.offset) } } }
         var out: [NewRecipient] = []

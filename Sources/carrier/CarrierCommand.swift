@@ -10,6 +10,9 @@ struct CarrierCommand: ParsableCommand {
         abstract: "A high-throughput bulk SMTP delivery engine.",
         subcommands: [
             Demo.self,
+            ServeCommand.self,
+            CampaignCommand.self,
+            SendCommand.self,
             SinkCommand.self,
             BlastCommand.self,
             QueueCommand.self,

@@ -1,11 +1,48 @@
-// Demo.swift - `carrier demo`: what this machine's event core does over loopback
+// Demo.swift - `carrier demo`: the campaign demo, and the event core over loopback
 
 import ArgumentParser
 import Carrier
 
-/// Runs the loopback benchmark (plain TCP and TLS) and prints its figures.
+/// `carrier demo`: a 100,000-recipient personalised campaign delivered to a local sink.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
+        abstract: "Deliver a 100,000-recipient personalised campaign to three local test providers, live.",
+        subcommands: [DemoCampaign.self, LoopbackDemo.self],
+        defaultSubcommand: DemoCampaign.self
+    )
+}
+
+/// The campaign demo (the default).
+struct DemoCampaign: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "campaign",
+        abstract: "Deliver a personalised campaign to fast.demo, limited.demo (200/s) and flaky.demo (451 to a third)."
+    )
+
+    @Option(help: ArgumentHelp("Recipients in the campaign.", valueName: "n"))
+    var recipients = 100_000
+
+    @Option(help: ArgumentHelp("The spool's folder (emptied first).", valueName: "dir"))
+    var spool = "Queue/demo"
+
+    @Flag(help: "No live display.")
+    var quiet = false
+
+    func run() throws {
+        var options = DemoOptions()
+        options.recipients = recipients
+        options.directory = spool
+        options.live = !quiet
+        let status: Int32
+        do { status = try DemoRunner.run(options) } catch { throw ValidationError("\(error)") }
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+/// Runs the loopback benchmark (plain TCP and TLS) and prints its figures.
+struct LoopbackDemo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "loopback",
         abstract: "Measure the event core over loopback: echo round trips and bulk transfer, TCP and TLS."
     )
 

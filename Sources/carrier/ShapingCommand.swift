@@ -32,7 +32,7 @@ struct ShapingCommand: ParsableCommand {
             return
         }
         let path = check!
-        guard let text = readText(path) else { throw ValidationError("cannot read \(path)") }
+        guard let text = readTextFile(path) else { throw ValidationError("cannot read \(path)") }
         let configuration: SchedulerConfiguration
         do {
             configuration = try ShapingFile.parse(text, file: path)
@@ -65,18 +65,4 @@ struct ShapingCommand: ParsableCommand {
         if let value = limits.connectionBurst { parts.append("connection_burst=\(value)") }
         return parts.isEmpty ? "(nothing set)" : parts.joined(separator: " ")
     }
-}
-
-/// readText - a whole file as UTF-8, or nil.
-private func readText(_ path: String) -> String? {
-    guard let file = fopen(path, "r") else { return nil }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = fread(&chunk, 1, chunk.count, file)
-        if count <= 0 { break }
-        bytes.append(contentsOf: chunk[0..<count])
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }

@@ -1,0 +1,62 @@
+// SendCommand.swift - `carrier send`: one message from standard input, like sendmail
+
+import ArgumentParser
+import Carrier
+import SMTP
+import Spool
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `carrier send`: enqueue one message read from standard input.
+struct SendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Enqueue one message from standard input (transactional), like sendmail.",
+        discussion: "Prints the queue id once the message is on disk (fsync). Deliver with `carrier serve`."
+    )
+
+    @Option(help: ArgumentHelp("The spool's folder.", valueName: "dir"))
+    var spool = "Queue"
+
+    @Option(name: .customShort("f"), help: ArgumentHelp("The envelope sender; empty for <>.", valueName: "addr"))
+    var from: String
+
+    @Option(help: ArgumentHelp("A campaign name to file it under.", valueName: "name"))
+    var campaign = ""
+
+    @Flag(help: "Enqueue as bulk mail instead of transactional.")
+    var bulk = false
+
+    @Argument(help: ArgumentHelp("Recipients.", valueName: "rcpt"))
+    var recipients: [String]
+
+    func run() throws {
+        if !from.isEmpty {
+            do { _ = try MailAddress(parsing: from) } catch { throw ValidationError("-f \(from): \(error)") }
+        }
+        for recipient in recipients {
+            do { _ = try MailAddress(parsing: recipient) } catch { throw ValidationError("\(recipient): \(error)") }
+        }
+        var body: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(0, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            body.append(contentsOf: chunk[0..<n])
+        }
+        guard !body.isEmpty else { throw ValidationError("no message on standard input") }
+        let opened: Spool
+        do { opened = try Spool(SpoolConfiguration(directory: spool)) } catch { throw ValidationError("cannot open the spool: \(error)") }
+        defer { opened.close() }
+        do {
+            let id = try opened.enqueue(NewMessage(sender: from, body: body,
+                                                   metadata: MessageMetadata(campaign: campaign, priority: bulk ? .bulk : .transactional),
+                                                   recipients: recipients.map { NewRecipient($0) }))
+            print("queued as \(id)")
+        } catch {
+            throw ValidationError("enqueue failed: \(error)")
+        }
+    }
+}

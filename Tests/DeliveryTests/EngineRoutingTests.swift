@@ -1,0 +1,149 @@
+// EngineRoutingTests.swift - failover between hops, AUTH and STARTTLS to a smarthost, MX routing through DNS
+
+import CarrierTesting
+import Delivery
+import EventCore
+import Foundation
+import SMTP
+import Scheduler
+import Sink
+import Spool
+import Testing
+
+@Suite("Engine routing", .serialized)
+struct EngineRoutingTests {
+    /// The first hop refuses connections; the second receives everything.
+    @Test func failsOverToTheNextHop() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
+        let refused = try closedPort()
+        let spool = try testSpool(folder.path)
+        _ = try enqueueCampaign(spool, count: 300, domains: 3)
+        let engine = try DeliveryEngine(spool: spool, configuration: engineConfiguration(routes: [
+            Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: refused), NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])]))
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(DeliveryEngine.isDrained(status))
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 300)
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.deferred } == 0)
+        #expect(try readSinkRecord(folder.path + "/record.jsonl").flatMap(\.recipients).count == 300)
+        spool.close()
+    }
+
+    /// A smarthost that requires STARTTLS and AUTH gets every message over TLS, authenticated.
+    @Test func authenticatesOverSTARTTLSToASmarthost() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { configuration in
+            configuration.tls = .selfSigned
+            configuration.users = ["relay-user": "s3cret-Pa55"]
+            configuration.requireAuthentication = true
+            configuration.requireTLS = true
+        }
+        let spool = try testSpool(folder.path)
+        _ = try enqueueCampaign(spool, count: 50, domains: 5)
+        var route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
+        route.tls = .required
+        route.credentials = SMTPCredentials(username: "relay-user", secret: .password("s3cret-Pa55"))
+        let engine = try DeliveryEngine(spool: spool, configuration: engineConfiguration(routes: [route]))
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 50)
+        let records = try readSinkRecord(folder.path + "/record.jsonl")
+        #expect(records.flatMap(\.recipients).count == 50)
+        #expect(records.allSatisfy { $0.tls && $0.auth == "relay-user" })
+        spool.close()
+    }
+
+    /// A wrong password defers (never bounces), says why in the log, and the password shows
+    /// up nowhere in the log, plain or base64-encoded.
+    @Test func wrongPasswordDefersAndNeverLeaks() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { configuration in
+            configuration.tls = .selfSigned
+            configuration.users = ["relay-user": "right-password"]
+            configuration.requireAuthentication = true
+        }
+        let spool = try testSpool(folder.path)
+        _ = try enqueueCampaign(spool, count: 10, domains: 1)
+        var route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
+        route.tls = .required
+        let password = "Wr0ng-Secret-77"
+        route.credentials = SMTPCredentials(username: "relay-user", secret: .password(password))
+        let log = folder.path + "/delivery.log"
+        let engine = try DeliveryEngine(spool: spool, configuration: engineConfiguration(routes: [route], log: log))
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 0)
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.bounced } == 0)
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.deferred } == 10)
+        #expect(spool.shards.reduce(0) { $0 + $1.pendingCount } == 10)
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        let lines = text.split(separator: "\n")
+        #expect(lines.count == 10)
+        #expect(lines.allSatisfy { $0.contains("\"event\":\"deferred\"") && $0.contains("authentication") })
+        let plain = Array("\u{0}relay-user\u{0}\(password)".utf8)
+        for secret in [password, Base64.encode(Array(password.utf8)), Base64.encode(plain)] {
+            #expect(!text.contains(secret))
+        }
+        spool.close()
+    }
+
+    /// MX, implicit MX, null MX and NXDOMAIN through a local DNS responder.
+    @Test func routesByMXThroughDNS() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
+        let dns = try DNSTestResponder()
+        let local = IPAddress("127.0.0.1")!
+        dns.set("mx.test", .mx, .answer([.mx(preference: 10, host: "dead.mx.test", ttl: 60), .mx(preference: 20, host: "mail.mx.test", ttl: 60)]))
+        dns.set("dead.mx.test", .a, .answer([.a(IPAddress("127.0.0.9")!, ttl: 60)]))
+        dns.set("mail.mx.test", .a, .answer([.a(local, ttl: 60)]))
+        dns.set("implicit.test", .a, .answer([.a(local, ttl: 60)]))
+        dns.set("nullmx.test", .mx, .answer([.mx(preference: 0, host: "", ttl: 60)]))
+        dns.set("servfail.test", .mx, .servfail)
+        try dns.start()
+        defer { dns.stop() }
+        let spool = try testSpool(folder.path)
+        for domain in ["mx.test", "implicit.test", "nullmx.test", "nx.test", "servfail.test"] {
+            _ = try spool.enqueue(NewMessage(sender: "a@sender.test", body: Array("Subject: x\r\n\r\nx\r\n".utf8),
+                                             recipients: [NewRecipient("someone@\(domain)")]))
+        }
+        var configuration = engineConfiguration(routes: [])
+        configuration.dns = DNSConfiguration(servers: [dns.server], timeoutMilliseconds: 500, tries: 1)
+        configuration.mxPort = sink.addresses[0].port
+        configuration.connectTimeoutMilliseconds = 500
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain["mx.test"]?.delivered == 1)
+        #expect(status.byDomain["implicit.test"]?.delivered == 1)
+        #expect(status.byDomain["nullmx.test"]?.bounced == 1)
+        #expect(status.byDomain["nx.test"]?.bounced == 1)
+        #expect(status.byDomain["servfail.test"]?.deferred == 1)
+        let delivered = try readSinkRecord(folder.path + "/record.jsonl").flatMap(\.recipients).sorted()
+        #expect(delivered == ["someone@implicit.test", "someone@mx.test"])
+        #expect(spool.shards.reduce(0) { $0 + $1.pendingCount } == 1)
+        spool.close()
+    }
+}
+
+/// closedPort - a loopback port nothing listens on (bound, then closed).
+func closedPort() throws -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    return UInt16(bigEndian: address.sin_port)
+}
