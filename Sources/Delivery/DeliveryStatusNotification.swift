@@ -221,12 +221,14 @@ public enum DeliveryStatusNotification {
                 if content > position, headers[content - 1] == 0x0D { content -= 1 }
                 /* A bare CR inside a line is not a line end anywhere; make it a space. */
                 var text = headers[position..<content].map { $0 == 0x0D ? 0x20 : $0 }
-                while text.count > maximumLineLength {
-                    var cut = maximumLineLength
+                var limit = maximumLineLength       /* continuation lines start with the folding space */
+                while text.count > limit {
+                    var cut = limit
                     while cut > 1, text[cut] & 0xC0 == 0x80 { cut -= 1 }
                     out.append(contentsOf: text[..<cut])
                     out.append(contentsOf: [0x0D, 0x0A, 0x20])
                     text.removeFirst(cut)
+                    limit = maximumLineLength - 1
                 }
                 out.append(contentsOf: text)
                 out.append(contentsOf: [0x0D, 0x0A])

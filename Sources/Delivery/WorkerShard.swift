@@ -159,15 +159,16 @@ public final class WorkerShard: @unchecked Sendable {
             index = scheduler.domain(domain, site: site)
         case .failure(.permanent(let code, let enhanced, let text)):
             /* Not created in the scheduler: later recipients look the domain up again. */
-            var outcomes: [(RecipientKey, Outcome)] = []
+            var finals: [FinalOutcome] = []
             for recipient in waiting {
                 let reply = "\(code) \(enhanced) \(text)"
-                outcomes.append((recipient.key, .bounced(reply: reply)))
+                finals.append(FinalOutcome(key: recipient.key, outcome: .bounced(reply: reply), transactional: recipient.priority == .transactional,
+                                           status: enhanced, diagnostic: reply, remoteMTA: nil))
                 logEvent(.bounced, key: recipient.key, recipient: nil, domain: domain, campaign: recipient.campaign,
                          site: nil, host: nil, code: code, enhanced: enhanced, text: text, attempt: Int(recipient.attempts) + 1)
                 counters[domain, default: DomainCounters()].bounced += 1
             }
-            record(outcomes)
+            finalize(finals)
             pump()
             return
         case .failure(.temporary):
@@ -456,30 +457,80 @@ public final class WorkerShard: @unchecked Sendable {
     /// disposeLeftovers - recipients the scheduler gave up on (bounced by a reply or a rule,
     /// expired): final outcomes, log records and bounce notices.
     private func disposeLeftovers(now: Int64, attempt: Attempt? = nil, host: ResolvedHop? = nil, latency: Double? = nil) {
-        let disposed = scheduler.takeDisposed()
+        let disposed = scheduler.takeDisposedWithDomains()
         guard !disposed.isEmpty else { return }
-        var outcomes: [(RecipientKey, Outcome)] = []
-        for (recipient, disposal) in disposed where attempt?.gone.contains(recipient.ref) != true {
+        var finals: [FinalOutcome] = []
+        for (recipient, disposal, domainIndex) in disposed where attempt?.gone.contains(recipient.ref) != true {
             let key = RecipientKey(message: MessageID(high: recipient.ref.messageHigh, low: recipient.ref.messageLow), index: recipient.ref.index)
             let campaign = campaignNames[Int(recipient.campaign)]
             let known = attempt?.bounceReplies[recipient.ref]
-            let domain = attempt.map { scheduler.domainName($0.delivery.domain) }
+            let domain: String? = scheduler.domainName(domainIndex)
             switch disposal {
             case .bounced(let text):
                 let reply = known?.0 ?? Reply(code: 550, text: text)
-                outcomes.append((key, .bounced(reply: reply.description)))
+                finals.append(FinalOutcome(key: key, outcome: .bounced(reply: reply.description), transactional: recipient.priority == .transactional,
+                                           status: reply.enhanced.map { "\($0)" } ?? "5.0.0", diagnostic: reply.description,
+                                           remoteMTA: host?.name))
                 if let domain { counters[domain, default: DomainCounters()].bounced += 1 }
                 logEvent(.bounced, key: key, recipient: known?.1, domain: domain, campaign: campaign, site: nil, host: host,
                          reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
             case .expired:
                 let text = "4.4.7 delivery time expired after \(recipient.attempts) attempts"
-                outcomes.append((key, .expired(reply: text)))
+                finals.append(FinalOutcome(key: key, outcome: .expired(reply: text), transactional: recipient.priority == .transactional,
+                                           status: "4.4.7", diagnostic: text, remoteMTA: nil))
                 if let domain { counters[domain, default: DomainCounters()].expired += 1 }
                 logEvent(.expired, key: key, recipient: nil, domain: domain, campaign: campaign, site: nil, host: nil,
                          code: nil, enhanced: "4.4.7", text: text, attempt: Int(recipient.attempts))
             }
         }
-        record(outcomes)
+        finalize(finals)
+    }
+
+    // MARK: bounce notices
+
+    /// finalize - record final outcomes; those that owe the sender a DSN (by the message's
+    /// class and the configuration) are recorded only once the DSN is queued, so a crash
+    /// in between retries the recipient rather than losing the notice.
+    private func finalize(_ finals: [FinalOutcome]) {
+        var now: [(RecipientKey, Outcome)] = []
+        var byMessage: [MessageID: [FinalOutcome]] = [:]
+        for item in finals {
+            let wanted = item.transactional ? configuration.bounceNoticesForTransactional : configuration.bounceNoticesForBulk
+            if wanted { byMessage[item.key.message, default: []].append(item) } else { now.append((item.key, item.outcome)) }
+        }
+        record(now)
+        for (id, items) in byMessage { sendNotice(id, items) }
+    }
+
+    /// sendNotice - read the message and the recipients' addresses (reader queue), queue
+    /// a DSN to the sender, then record the outcomes. A null sender gets none.
+    private func sendNotice(_ id: MessageID, _ items: [FinalOutcome]) {
+        let shard = spoolShard
+        let spool = self.spool
+        let thread = self.thread
+        let hostname = configuration.hostname
+        reader.async {
+            let keys = items.map(\.key)
+            if let message = try? shard.message(id), !message.sender.isEmpty,
+               let addresses = try? shard.recipients(keys) {
+                let notices = zip(items, addresses).map { item, address in
+                    BounceNotice(recipient: address.address, status: item.status, diagnostic: item.diagnostic, remoteMTA: item.remoteMTA)
+                }
+                let headers = DeliveryStatusNotification.headers(of: message.body)
+                let body = DeliveryStatusNotification.build(
+                    originalSender: message.sender, originalMessageID: headerValue("message-id", in: headers) ?? "<\(id)@\(hostname)>",
+                    originalHeaders: headers, notices: notices, reportingMTA: hostname, queueID: id.description, date: nowMilliseconds())
+                spool.enqueue(NewMessage(sender: "", body: body, metadata: MessageMetadata(priority: .transactional),
+                                         recipients: [NewRecipient(message.sender)])) { result in
+                    if case .failure(let error) = result {
+                        writeStandardError("carrier: queueing the bounce notice for \(id) failed: \(error)\n")
+                    }
+                    thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
+                }
+                return
+            }
+            thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
+        }
     }
 
     /// record - outcomes for the spool, written together once this loop turn is over (one
@@ -572,6 +623,16 @@ public final class WorkerShard: @unchecked Sendable {
     }
 }
 
+/// A final outcome on its way to the spool, with what a bounce notice would say.
+struct FinalOutcome {
+    var key: RecipientKey
+    var outcome: Outcome
+    var transactional: Bool
+    var status: String
+    var diagnostic: String
+    var remoteMTA: String?
+}
+
 /// What one recipient's attempt came to.
 enum AttemptResult {
     case delivered(Reply)
@@ -631,4 +692,21 @@ final class Attempt: PoolTransaction {
 /// localReply - a reply Carrier makes itself (no server said it), in the server's form.
 func localReply(_ code: Int, _ enhanced: String, _ text: String) -> Reply {
     Reply(code: code, enhanced: EnhancedStatus(enhanced), text: "\(enhanced) \(text)")
+}
+
+/// headerValue - the unfolded value of the first header field `name` (lowercase) in a header block.
+func headerValue(_ name: String, in headers: [UInt8]) -> String? {
+    let text = String(decoding: headers, as: UTF8.self)
+    var found: String?
+    for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" }) {
+        let line = line.hasSuffix("\r") ? line.dropLast() : line
+        if line.isEmpty { break }
+        if let value = found {
+            guard line.first == " " || line.first == "\t" else { return value }
+            found = value + " " + line.drop(while: { $0 == " " || $0 == "\t" })
+        } else if let colon = line.firstIndex(of: ":"), line[..<colon].lowercased() == name {
+            found = String(line[line.index(after: colon)...].drop(while: { $0 == " " || $0 == "\t" }))
+        }
+    }
+    return found
 }

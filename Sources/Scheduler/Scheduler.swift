@@ -147,6 +147,7 @@ public struct Scheduler {
     }
 
     final class DomainState {
+        let index: Int
         let name: String
         let site: Int
         var limits: Limits
@@ -174,7 +175,8 @@ public struct Scheduler {
         /// Transactions left in this domain's current turn (see `domainBurst`).
         var burst = 0
 
-        init(name: String, site: Int, limits: Limits) {
+        init(index: Int, name: String, site: Int, limits: Limits) {
+            self.index = index
             self.name = name
             self.site = site
             self.limits = limits
@@ -240,6 +242,8 @@ public struct Scheduler {
     /// Recipients that left without delivery (bounced by a rule or an operator, expired);
     /// the caller drains them with `takeDisposed()`.
     public private(set) var disposed: [(Recipient, Disposal)] = []
+    /// The domain index of each entry of `disposed`.
+    var disposedDomains: [Int] = []
     /// Pending recipients (ready and deferred) and recipients handed out and not completed.
     public private(set) var pendingCount = 0
     public private(set) var inFlightCount = 0
@@ -306,7 +310,7 @@ public struct Scheduler {
         let name = name.lowercased()
         if let index = domainIndex[name] { return index }
         let index = domains.count
-        domains.append(DomainState(name: name, site: site,
+        domains.append(DomainState(index: index, name: name, site: site,
                                    limits: configuration.shaping.domainLimits(domain: name, siteLimits: sites[site].limits)))
         domainIndex[name] = index
         if let until = waitingDomainSuspensions.removeValue(forKey: name) {
@@ -531,7 +535,7 @@ public struct Scheduler {
             if let first = out.first, !joins(recipient, first) { break }
             domain.transactional.removeFirst()
             domain.readyCount -= 1
-            if expired(recipient, now: now) { pendingCount -= 1; dispose(recipient, .expired); continue }
+            if expired(recipient, now: now) { pendingCount -= 1; dispose(recipient, .expired, domain: domain.index); continue }
             out.append(recipient)
         }
         return out
@@ -557,7 +561,7 @@ public struct Scheduler {
                 if let first = out.first, !joins(recipient, first) { break }
                 domain.bulkQueues[slot].removeFirst()
                 domain.readyCount -= 1
-                if expired(recipient, now: now) { pendingCount -= 1; dispose(recipient, .expired); continue }
+                if expired(recipient, now: now) { pendingCount -= 1; dispose(recipient, .expired, domain: domain.index); continue }
                 out.append(recipient)
             }
             if domain.bulkQueues[slot].isEmpty {
@@ -587,8 +591,9 @@ public struct Scheduler {
         now - recipient.queued >= configuration.retry.maxAge
     }
 
-    private mutating func dispose(_ recipient: Recipient, _ why: Disposal) {
+    private mutating func dispose(_ recipient: Recipient, _ why: Disposal, domain: Int) {
         disposed.append((recipient, why))
+        disposedDomains.append(domain)
     }
 
     /// advance - move deferred work that has come due to the ready queues, wake sites
@@ -602,7 +607,7 @@ public struct Scheduler {
                 domain.deferred.removeMin()
                 if expired(top.recipient, now: now) {
                     pendingCount -= 1
-                    dispose(top.recipient, .expired)
+                    dispose(top.recipient, .expired, domain: wake.index)
                 } else {
                     makeReady(top.recipient, domain: wake.index, now: now)
                 }
@@ -635,14 +640,14 @@ public struct Scheduler {
             domain.transactional.removeFirst()
             domain.readyCount -= 1
             pendingCount -= 1
-            dispose(head, .expired)
+            dispose(head, .expired, domain: index)
         }
         for slot in domain.bulkQueues.indices {
             while let head = domain.bulkQueues[slot].first, expired(head, now: now) {
                 domain.bulkQueues[slot].removeFirst()
                 domain.readyCount -= 1
                 pendingCount -= 1
-                dispose(head, .expired)
+                dispose(head, .expired, domain: index)
             }
         }
         for slot in domain.bulkQueues.indices.reversed() where domain.bulkQueues[slot].isEmpty { domain.removeSlot(slot) }
@@ -679,12 +684,12 @@ public struct Scheduler {
                 allTemporary = false
             case .permanentFailure(let reply):
                 allTemporary = false
-                dispose(recipient, .bounced(reply: reply))
+                dispose(recipient, .bounced(reply: reply), domain: delivery.domain)
             case .temporaryFailure(let reply):
                 if let rule = rule(for: reply) {
                     apply(rule, delivery: delivery, campaign: recipient.campaign, now: now)
                     if rule.action == .bounce {
-                        dispose(recipient, .bounced(reply: reply))
+                        dispose(recipient, .bounced(reply: reply), domain: delivery.domain)
                         continue
                     }
                 }
@@ -847,15 +852,15 @@ public struct Scheduler {
     public mutating func bounceAll(domain index: Int, reason: String) -> Int {
         let domain = domains[index]
         var count = 0
-        for recipient in domain.transactional { dispose(recipient, .bounced(reply: reason)); count += 1 }
+        for recipient in domain.transactional { dispose(recipient, .bounced(reply: reason), domain: index); count += 1 }
         domain.transactional.removeAll()
         for queue in domain.bulkQueues {
-            for recipient in queue { dispose(recipient, .bounced(reply: reason)); count += 1 }
+            for recipient in queue { dispose(recipient, .bounced(reply: reason), domain: index); count += 1 }
         }
         domain.bulkQueues.removeAll()
         domain.campaignOrder.removeAll()
         domain.campaignCursor = 0
-        while let top = domain.deferred.popMin() { dispose(top.recipient, .bounced(reply: reason)); count += 1 }
+        while let top = domain.deferred.popMin() { dispose(top.recipient, .bounced(reply: reason), domain: index); count += 1 }
         domain.readyCount = 0
         pendingCount -= count
         return count
@@ -871,7 +876,7 @@ public struct Scheduler {
             let domain = domains[index]
             if let slot = domain.slot(campaign) {
                 let queue = domain.bulkQueues[slot]
-                for recipient in queue { dispose(recipient, .bounced(reply: reason)) }
+                for recipient in queue { dispose(recipient, .bounced(reply: reason), domain: index) }
                 count += queue.count
                 domain.readyCount -= queue.count
                 domain.removeSlot(slot)
@@ -880,7 +885,7 @@ public struct Scheduler {
             /* Transactional recipients can carry a campaign id too: they go as well. */
             if campaign != 0, domain.transactional.contains(where: { $0.campaign == campaign }) {
                 let before = domain.transactional.count
-                for recipient in domain.transactional where recipient.campaign == campaign { dispose(recipient, .bounced(reply: reason)) }
+                for recipient in domain.transactional where recipient.campaign == campaign { dispose(recipient, .bounced(reply: reason), domain: index) }
                 domain.transactional.removeAll { $0.campaign == campaign }
                 count += before - domain.transactional.count
                 domain.readyCount -= before - domain.transactional.count
@@ -888,7 +893,7 @@ public struct Scheduler {
             if domain.deferred.unordered.contains(where: { $0.recipient.campaign == campaign }) {
                 var kept: [Deferred] = []
                 for item in domain.deferred.unordered {
-                    if item.recipient.campaign == campaign { dispose(item.recipient, .bounced(reply: reason)); count += 1 } else { kept.append(item) }
+                    if item.recipient.campaign == campaign { dispose(item.recipient, .bounced(reply: reason), domain: index); count += 1 } else { kept.append(item) }
                 }
                 domain.deferred = Heap(kept)
             }
@@ -899,7 +904,19 @@ public struct Scheduler {
 
     /// takeDisposed - recipients that left without delivery since the last call.
     public mutating func takeDisposed() -> [(Recipient, Disposal)] {
-        defer { disposed.removeAll(keepingCapacity: true) }
+        defer {
+            disposed.removeAll(keepingCapacity: true)
+            disposedDomains.removeAll(keepingCapacity: true)
+        }
         return disposed
+    }
+
+    /// takeDisposedWithDomains - the same, each with its domain's index.
+    public mutating func takeDisposedWithDomains() -> [(recipient: Recipient, disposal: Disposal, domain: Int)] {
+        defer {
+            disposed.removeAll(keepingCapacity: true)
+            disposedDomains.removeAll(keepingCapacity: true)
+        }
+        return zip(disposed, disposedDomains).map { ($0.0, $0.1, $1) }
     }
 }

@@ -1,0 +1,128 @@
+// EngineShapingTests.swift - rate limits seen from the receiver, backoff and expiry with
+// their log records and the bounce notice, and a 100,000-recipient run over 1,000 domains
+
+import Delivery
+import Foundation
+import Scheduler
+import Sink
+import Spool
+import Testing
+
+@Suite("Engine shaping", .serialized)
+struct EngineShapingTests {
+    /// A domain limited to 100 messages/s (burst 5) never receives more than 100 x t + 5
+    /// messages in any window of t seconds, by the receiver's clock (1 message of slack for
+    /// the clocks' millisecond rounding).
+    @Test func rateLimitHoldsAtTheReceiver() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
+        let spool = try testSpool(folder.path)
+        _ = try enqueueCampaign(spool, count: 300, domains: 1, body: "Subject: {{n}}\r\n\r\nHi {{n}}\r\n") { [("n", String($0))] }
+        var configuration = engineConfiguration(routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])])
+        configuration.scheduler = SchedulerConfiguration(
+            shaping: Shaping(domains: ["d0.test": Limits(messageRate: Rate(100, per: 1), messageBurst: 5)]))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain["d0.test"]?.delivered == 300)
+        let times = try readSinkRecord(folder.path + "/record.jsonl").map { milliseconds($0.time) }.sorted()
+        #expect(times.count == 300)
+        var worst = 0.0
+        for i in times.indices {
+            for j in i..<times.count {
+                let allowed = 100 * Double(times[j] - times[i]) / 1000 + 5
+                worst = max(worst, Double(j - i + 1) - allowed)
+            }
+        }
+        #expect(worst <= 1, "a window held \(worst) messages more than the rate allows")
+        /* And it was not much slower than the limit either: 300 at 100/s is about 3 s. */
+        #expect(times.last! - times.first! < 4_500)
+        spool.close()
+    }
+
+    /// A domain answering 451 is retried on the configured schedule (compressed to
+    /// milliseconds), then expires; the log has a record for each step and the sender of
+    /// the transactional message gets a DSN.
+    @Test func backoffThenExpiryWithLogAndNotice() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { configuration in
+            configuration.domainRules = [SinkDomainRule(domain: "refusing.test", action: .refuse(code: 451, rate: 1))]
+        }
+        let spool = try testSpool(folder.path)
+        let id = try spool.enqueue(NewMessage(sender: "app@sender.test",
+                                              body: Array("Message-ID: <m1@sender.test>\r\nSubject: receipt\r\n\r\nthanks\r\n".utf8),
+                                              metadata: MessageMetadata(priority: .transactional),
+                                              recipients: [NewRecipient("someone@refusing.test")]))
+        let log = folder.path + "/delivery.log"
+        var configuration = engineConfiguration(routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])], log: log)
+        configuration.scheduler = SchedulerConfiguration(retry: RetryPolicy(retryInterval: 200, maxRetryInterval: 800, maxAge: 2_500, jitter: 0))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let deadline = Date().addingTimeInterval(20)
+        var status = engine.status()
+        while Date() < deadline && !(status.byDomain["refusing.test"]?.expired == 1 && status.byDomain["sender.test"]?.delivered == 1) {
+            usleep(20_000)
+            status = engine.status()
+        }
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain["refusing.test"]?.deferred == 5)
+        #expect(status.byDomain["refusing.test"]?.expired == 1)
+        #expect(status.byDomain["sender.test"]?.delivered == 1)
+
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        let records = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let steps = records.filter { ($0["message_id"] as? String) == id.description }
+        #expect(steps.map { $0["event"] as? String } == ["deferred", "deferred", "deferred", "deferred", "deferred", "expired"])
+        #expect(steps.prefix(5).map { $0["attempt"] as? Int } == [1, 2, 3, 4, 5])
+        #expect(steps.prefix(5).allSatisfy { ($0["code"] as? Int) == 451 && ($0["recipient"] as? String) == "someone@refusing.test" })
+        /* Each retry is due the configured delay after the failure: 200, 400, 800, 800 ms, then the deadline. */
+        let delays = steps.prefix(5).map { ($0["next_attempt"] as! Int) - ($0["time"] as! Int) }
+        for (delay, expected) in zip(delays.prefix(4), [200, 400, 800, 800]) {
+            #expect(abs(delay - expected) <= 5, "retry delay \(delay) ms, expected \(expected)")
+        }
+        let times = steps.map { $0["time"] as! Int }
+        #expect(times[5] - times[0] >= 2_400)
+
+        /* The DSN: from <>, to the sender, naming the recipient and the last reply. */
+        let received = try readSinkRecord(folder.path + "/record.jsonl")
+        #expect(received.count == 1)
+        #expect(received.first?.recipients == ["app@sender.test"])
+        #expect(spool.shards.reduce(0) { $0 + $1.pendingCount } == 0)
+        spool.close()
+    }
+
+    /// 100,000 personalised recipients over 1,000 domains: each delivered exactly once.
+    @Test func hundredThousandOverAThousandDomainsExactlyOnce() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
+        let spool = try testSpool(folder.path)
+        _ = try enqueueCampaign(spool, count: 100_000, domains: 1_000, body: "Subject: for {{n}}\r\n\r\nHello {{n}}\r\n") { [("n", String($0))] }
+        let engine = try DeliveryEngine(spool: spool, configuration: engineConfiguration(
+            routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])]))
+        let status = drain(engine, seconds: 120)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 100_000)
+        #expect(status.byDomain.count == 1_000)
+        var seen = Set<String>()
+        var duplicates = 0
+        for record in try readSinkRecord(folder.path + "/record.jsonl") {
+            for recipient in record.recipients where !seen.insert(recipient).inserted { duplicates += 1 }
+        }
+        #expect(seen.count == 100_000)
+        #expect(duplicates == 0)
+        #expect(spool.shards.reduce(0) { $0 + $1.pendingCount } == 0)
+        spool.close()
+    }
+}
+
+/// milliseconds - a sink record time ("2026-11-30T04:00:00.123Z") as ms since the epoch.
+func milliseconds(_ time: String) -> Int64 {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return Int64((formatter.date(from: time)?.timeIntervalSince1970 ?? 0) * 1000)
+}
