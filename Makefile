@@ -29,8 +29,8 @@ build: deps-build
 release: deps-build
 	$(SWIFT) build -c release --product carrier
 
-# The main job on an embedded default. Until the delivery engine exists this
-# runs the event-core echo benchmark (plain TCP and TLS over loopback).
+# The main job on an embedded default: a 100,000-recipient personalised campaign
+# delivered to three local test providers (see README, "Quick start").
 demo: release
 	.build/release/carrier demo
 
