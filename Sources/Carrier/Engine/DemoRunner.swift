@@ -103,11 +103,15 @@ public enum DemoRunner {
         var firstDrained: Double?
         var shownLines = 0
         var previous: [String: Int] = [:]
+        var finishedAt: [String: Double] = [:]
         while true {
             usleep(100_000)
             status = engine.status()
             let now = monotonicSeconds() - deliveryStart
-            if options.live && now - lastShown >= 1 {
+            for domain in domains where finishedAt[domain] == nil && (status.byDomain[domain]?.delivered ?? 0) == planned[domain] {
+                finishedAt[domain] = now
+            }
+            if options.live && isatty(1) != 0 && now - lastShown >= 1 {
                 lastShown = now
                 if shownLines > 0 { print("\u{1B}[\(shownLines)A", terminator: "") }
                 let lines = display(status, planned: planned, seconds: now, previous: previous)
@@ -140,10 +144,12 @@ public enum DemoRunner {
             delivered += counts.delivered
             deferred += counts.deferred
             bounced += counts.bounced + counts.expired
-            let rate = counts.delivered > 0 ? Double(counts.delivered) / max(0.001, deliverySeconds) : 0
+            let seconds = finishedAt[domain] ?? deliverySeconds
+            let rate = counts.delivered > 0 ? Double(counts.delivered) / max(0.001, seconds) : 0
+            let when = finishedAt[domain].map { "all delivered after " + fixed($0, 1) + " s" } ?? "retrying until the end"
             print("  " + pad(domain, 13) + " queued " + pad(planned[domain] ?? 0, 6) + "  delivered " + pad(counts.delivered, 6)
                   + "  temporary failures " + pad(counts.deferred, 6) + "  bounced " + pad(counts.bounced, 3)
-                  + "  " + pad(fixed(rate, 0), 6, right: true) + " msg/s over the run")
+                  + "  " + pad(fixed(rate, 0), 6, right: true) + " msg/s, " + when)
         }
         let stillDeferred = status.waiting + status.ready
         print("  delivered \(delivered), still deferred \(stillDeferred) (flaky.demo refuses the same third every time; they would keep retrying), bounced \(bounced)")
