@@ -267,7 +267,10 @@ public struct Scheduler {
             site.limits = configuration.shaping.siteLimits(site: site.name, mxHosts: site.mxHosts)
             site.messageBucket = site.limits.messageRate.map { RateBucket(rate: $0, burst: site.limits.messageBurst ?? 1) }
             site.connectionBucket = site.limits.connectionRate.map { RateBucket(rate: $0, burst: site.limits.connectionBurst ?? 1) }
-            site.window = min(site.window, Double(site.limits.maxConnections ?? 20))
+            /* Slow start goes on from where it is, but never below the new initial value. */
+            let ceiling = Double(site.limits.maxConnections ?? 20)
+            site.window = min(ceiling, max(site.window, Double(site.limits.initialConnections ?? 5)))
+            if site.waitingForSlot && site.inFlight < site.concurrency { site.waitingForSlot = false }
         }
         for domain in domains {
             domain.limits = configuration.shaping.domainLimits(domain: domain.name, siteLimits: sites[domain.site].limits)
