@@ -71,5 +71,19 @@ let package = Package(
             exclude: ["CMalloc"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // The delivery engine end to end against the in-process sink: transactional latency
+        // while a bulk campaign drains through a rate-limited site.
+        .executableTarget(
+            name: "EngineBench",
+            dependencies: [
+                .product(name: "Delivery", package: "Carrier"),
+                .product(name: "Sink", package: "Carrier"),
+                .product(name: "Spool", package: "Carrier"),
+                .product(name: "Scheduler", package: "Carrier"),
+                .product(name: "EventCore", package: "Carrier"),
+            ],
+            path: "EngineBench",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
     ]
 )

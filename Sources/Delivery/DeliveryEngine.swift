@@ -6,6 +6,7 @@
 
 import Dispatch
 import EventCore
+import Scheduler
 public import Spool
 import Synchronization
 
@@ -28,6 +29,9 @@ public final class DeliveryEngine: Sendable {
     /// start - open the delivery log, start one worker shard per spool shard and hand each
     /// its pending recipients.
     public init(spool: Spool, configuration: EngineConfiguration) throws(EngineError) {
+        var configuration = configuration
+        /* One set of site limits for every shard: a site's domains live in several shards. */
+        configuration.scheduler.sharedSites = configuration.scheduler.sharedSites ?? SharedSites()
         self.spool = spool
         self.configuration = configuration
         do {
@@ -82,6 +86,8 @@ public final class DeliveryEngine: Sendable {
     /// reload - new routes and shaping for every shard (what SIGHUP does); the spool, the
     /// log and the shard count stay as they are.
     public func reload(_ configuration: EngineConfiguration) {
+        var configuration = configuration
+        configuration.scheduler.sharedSites = self.configuration.scheduler.sharedSites
         for shard in shards { shard.reload(configuration) }
     }
 

@@ -93,7 +93,10 @@ public final class WorkerShard: @unchecked Sendable {
             let pending = spoolShard.subscribe { fresh in
                 thread.execute { [self] _ in accept(fresh) }
             }
-            accept(pending)
+            /* In the order of the records (the index hands them out in hash order): each
+               domain's queue then walks a campaign's recipients records one after the other,
+               and reading a transaction's recipients finds their record already decoded. */
+            accept(pending.sorted { ($0.segment, $0.offset, $0.key.index) < ($1.segment, $1.offset, $1.key.index) })
         }
     }
 

@@ -116,6 +116,9 @@ public struct SchedulerConfiguration: Sendable {
     /// travels alone (what the delivery engine needs: a decision is one SMTP transaction).
     /// Off, recipients of any messages fill a transaction up to its limit.
     public var transactionPerMessage: Bool
+    /// Site limits shared with the other shards' schedulers (nil: this scheduler alone
+    /// enforces them). The engine gives every shard the same instance.
+    public var sharedSites: SharedSites?
 
     public init(shaping: Shaping = Shaping(), retry: RetryPolicy = RetryPolicy(), health: HealthPolicy = HealthPolicy(),
                 rules: [ResponseRule] = ResponseRule.defaults, domainBurst: Int = 8, transactionPerMessage: Bool = false) {
@@ -204,6 +207,10 @@ public struct Scheduler {
         var suspendedUntil: Int64 = 0
         var inReadyList = false
         var waitingForSlot = false
+        /// The site's state shared with other shards, and whether a slot and token taken
+        /// from it are held for the transaction being picked.
+        var shared: SharedSite?
+        var holdsShared = false
 
         init(name: String, mxHosts: [String], limits: Limits) {
             self.name = name
@@ -303,6 +310,7 @@ public struct Scheduler {
         if let index = siteIndex[name] { return index }
         let index = sites.count
         sites.append(SiteState(name: name, mxHosts: mxHosts, limits: configuration.shaping.siteLimits(site: name, mxHosts: mxHosts)))
+        sites[index].shared = configuration.sharedSites?.site(name)
         siteIndex[name] = index
         if let until = waitingSiteSuspensions.removeValue(forKey: name) { suspend(site: index, until: until) }
         return index
@@ -446,7 +454,14 @@ public struct Scheduler {
                 if wait > now && wait != .max { siteWakes.insert(Wake(time: wait, index: siteIndex)) }
                 continue
             }
-            guard let delivery = takeFromSite(siteIndex, now: now) else { continue }
+            guard let delivery = takeFromSite(siteIndex, now: now) else {
+                if site.holdsShared {
+                    site.holdsShared = false
+                    site.shared?.release()
+                }
+                continue
+            }
+            site.holdsShared = false
             listSite(siteIndex)
             return delivery
         }
@@ -464,7 +479,18 @@ public struct Scheduler {
             site.waitingForSlot = true
             return .max
         }
-        if let bucket = site.messageBucket {
+        if let shared = site.shared {
+            /* The site's total over every shard: a slot, then a token (given back unused
+               when no transaction comes of it, see `next`). Another shard's completion
+               frees the slot, so look again shortly. */
+            guard shared.acquire(limit: site.limits.maxConnections ?? 20) else { return now + 2 }
+            if let rate = site.limits.messageRate,
+               let at = shared.take(now: now, rate: rate, burst: site.limits.messageBurst ?? 1, scale: rateScale(site: index, now: now)) {
+                shared.release()
+                return at
+            }
+            site.holdsShared = true
+        } else if let bucket = site.messageBucket {
             let at = bucket.earliest(now: now, scale: rateScale(site: index, now: now))
             if at > now { return at }
         }
@@ -518,7 +544,7 @@ public struct Scheduler {
                     domain.rateBucket!.take(now: now, scale: scale)
                     _ = bucket
                 }
-                site.messageBucket?.take(now: now, scale: rateScale(site: siteIndex, now: now))
+                if site.shared == nil { site.messageBucket?.take(now: now, scale: rateScale(site: siteIndex, now: now)) }
                 site.inFlight += 1
                 if site.probing { site.waitingForSlot = true }
                 inFlightCount += recipients.count
@@ -677,6 +703,7 @@ public struct Scheduler {
         precondition(results.count == delivery.recipients.count, "one result per recipient of the delivery")
         let site = sites[delivery.site]
         site.inFlight -= 1
+        site.shared?.release()
         inFlightCount -= delivery.recipients.count
         var anyDelivered = false
         var allTemporary = true

@@ -24,7 +24,7 @@ struct CachedRecipients: Sendable {
 /// the engine asks for them a transaction at a time). Thread-safe.
 final class RecordCache: Sendable {
     private let entries = Mutex<[(slot: UInt64, record: CachedRecipients)]>([])
-    private let capacity = 16
+    private let capacity = 32
 
     func get(_ slot: UInt64) -> CachedRecipients? {
         entries.withLock { list in list.first(where: { $0.slot == slot })?.record }

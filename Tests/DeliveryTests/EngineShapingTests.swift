@@ -42,6 +42,37 @@ struct EngineShapingTests {
         spool.close()
     }
 
+    /// A site's limit holds over all shards: two domains of one site in different shards
+    /// together never get more than 100 x t + 5 messages in a window of t seconds.
+    @Test func siteRateHoldsAcrossShards() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
+        let spool = try testSpool(folder.path)
+        let domains = (0..<50).map { "d\($0).test" }
+        let first = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 0 })
+        let second = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 1 })
+        let writer = spool.campaign(sender: "news@sender.test", body: Array("Subject: {{n}}\r\n\r\nHi\r\n".utf8),
+                                    metadata: MessageMetadata(campaign: "c", priority: .bulk))
+        for n in 0..<300 { try writer.add(NewRecipient("u\(n)@\(n % 2 == 0 ? first : second)", variables: [("n", String(n))])) }
+        _ = try writer.finish()
+        let route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
+        var configuration = engineConfiguration(routes: [route])
+        configuration.scheduler = SchedulerConfiguration(shaping: Shaping(sites: [route.siteName: Limits(messageRate: Rate(100, per: 1), messageBurst: 5)]))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 300)
+        let times = try readSinkRecord(folder.path + "/record.jsonl").map { milliseconds($0.time) }.sorted()
+        var worst = 0.0
+        for i in times.indices {
+            for j in i..<times.count { worst = max(worst, Double(j - i + 1) - (100 * Double(times[j] - times[i]) / 1000 + 5)) }
+        }
+        #expect(worst <= 1, "a window held \(worst) messages more than the site's rate allows")
+        spool.close()
+    }
+
     /// A domain answering 451 is retried on the configured schedule (compressed to
     /// milliseconds), then expires; the log has a record for each step and the sender of
     /// the transactional message gets a DSN.
