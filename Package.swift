@@ -94,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "carrier",
             dependencies: [
-                "Carrier", "Sink", "Blast", "Spool", "Scheduler",
+                "Carrier", "Delivery", "Sink", "Blast", "Spool", "Scheduler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -152,6 +152,7 @@ let package = Package(
         .testTarget(
             name: "DeliveryTests",
             dependencies: ["Delivery", "Carrier", "Sink", "Spool", "Scheduler", "SMTPStreams", "CarrierTesting"],
+            exclude: ["Peers"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Carrier
+import Delivery
 import Spool
 
 /// `carrier campaign`: one template, a CSV of recipients with merge fields, into the spool.
@@ -37,6 +38,9 @@ struct CampaignCommand: ParsableCommand {
     @Flag(help: "Enqueue as transactional mail instead of bulk.")
     var transactional = false
 
+    @Option(help: ArgumentHelp("A delivery log to write the campaign's `received` record to.", valueName: "file"))
+    var log: String?
+
     @Option(help: ArgumentHelp("Durability of the enqueue: fsync, none.", valueName: "mode"))
     var durability = "fsync"
 
@@ -60,6 +64,16 @@ struct CampaignCommand: ParsableCommand {
             throw ValidationError("\(error)")
         }
         print("\rcampaign \(campaign): message \(result.id), \(result.recipients) recipients queued in \(spool)")
+        if let log {
+            do {
+                let file = try DeliveryLog(path: log)
+                file.append(DeliveryLogRecord(time: nowMilliseconds(), event: .received, messageID: result.id.description, recipient: "",
+                                              campaign: campaign, text: "campaign of \(result.recipients) recipients from \(from)"))
+                file.close()
+            } catch {
+                throw ValidationError("delivery log: \(error)")
+            }
+        }
         for problem in result.skipped { print("  skipped: \(problem)") }
         if !result.skipped.isEmpty { print("\(result.skipped.count) rows skipped") }
     }

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Carrier
+import Delivery
 import SMTP
 import Spool
 #if canImport(Glibc)
@@ -27,6 +28,9 @@ struct SendCommand: ParsableCommand {
 
     @Flag(help: "Enqueue as bulk mail instead of transactional.")
     var bulk = false
+
+    @Option(help: ArgumentHelp("A delivery log to write a `received` record per recipient to.", valueName: "file"))
+    var log: String?
 
     @Argument(help: ArgumentHelp("Recipients.", valueName: "rcpt"))
     var recipients: [String]
@@ -55,6 +59,14 @@ struct SendCommand: ParsableCommand {
                                                    metadata: MessageMetadata(campaign: campaign, priority: bulk ? .bulk : .transactional),
                                                    recipients: recipients.map { NewRecipient($0) }))
             print("queued as \(id)")
+            if let log {
+                let file = try DeliveryLog(path: log)
+                for recipient in recipients {
+                    file.append(DeliveryLogRecord(time: nowMilliseconds(), event: .received, messageID: id.description,
+                                                  recipient: recipient, campaign: campaign, text: "\(body.count) octets from \(from.isEmpty ? "<>" : from)"))
+                }
+                file.close()
+            }
         } catch {
             throw ValidationError("enqueue failed: \(error)")
         }
