@@ -43,32 +43,32 @@ public final class WorkerShard: @unchecked Sendable {
     let thread: LoopThread
     let spool: Spool
     let spoolShard: SpoolShard
-    private(set) var configuration: EngineConfiguration
+    var configuration: EngineConfiguration
     let log: DeliveryLog?
-    private let reader: DispatchQueue
+    let reader: DispatchQueue
 
     // Loop-thread state.
-    private var loop: Loop!
-    private var scheduler: Scheduler
-    private var router: Router!
-    private var resolver: DNSResolver?
-    private var wake: LoopTimer!
-    private var pools: [PoolKey: ConnectionPool] = [:]
+    var loop: Loop!
+    var scheduler: Scheduler
+    var router: Router!
+    var resolver: DNSResolver?
+    var wake: LoopTimer!
+    var pools: [PoolKey: ConnectionPool] = [:]
     /// Pools replaced by a reload, kept until their busy connections finish.
-    private var retiredPools: [ConnectionPool] = []
-    private var messages = MessageCache(capacity: 256)
-    private var campaignIDs: [String: UInt32] = [:]
-    private var campaignNames: [String] = [""]
-    private var domainIndex: [String: Int] = [:]
-    private var resolving: [String: [PendingRecipient]] = [:]
-    private var inFlight = 0
+    var retiredPools: [ConnectionPool] = []
+    var messages = MessageCache(capacity: 256)
+    var campaignIDs: [String: UInt32] = [:]
+    var campaignNames: [String] = [""]
+    var domainIndex: [String: Int] = [:]
+    var resolving: [String: [PendingRecipient]] = [:]
+    var inFlight = 0
     /// Outcomes waiting for the end of this loop turn (see `record`).
-    private var unrecorded: [(RecipientKey, Outcome)] = []
-    private var stopping = false
-    private var counters: [String: DomainCounters] = [:]
-    private let crypto = OpenSSLCrypto()
-    private var tlsContext: TLSContext?
-    private let sessions = TLSSessionCache()
+    var unrecorded: [(RecipientKey, Outcome)] = []
+    var stopping = false
+    var counters: [String: DomainCounters] = [:]
+    let crypto = OpenSSLCrypto()
+    var tlsContext: TLSContext?
+    let sessions = TLSSessionCache()
 
     init(index: Int, spool: Spool, configuration: EngineConfiguration, log: DeliveryLog?) throws(IOError) {
         self.index = index
@@ -133,7 +133,7 @@ public final class WorkerShard: @unchecked Sendable {
     // MARK: feed
 
     /// accept - new pending recipients: route their domains and queue them.
-    private func accept(_ list: [PendingRecipient]) {
+    func accept(_ list: [PendingRecipient]) {
         let now = nowMilliseconds()
         for recipient in list {
             let domain = recipient.domain
@@ -152,7 +152,7 @@ public final class WorkerShard: @unchecked Sendable {
     /// resolved - a domain's destination (or why there is none): create its scheduler
     /// site and domain, queue the recipients that waited. A domain whose lookup failed
     /// for now gets a site of its own and is looked up again at each attempt.
-    private func resolved(_ domain: String, _ result: Result<Destination, RoutingFailure>) {
+    func resolved(_ domain: String, _ result: Result<Destination, RoutingFailure>) {
         let now = nowMilliseconds()
         let waiting = resolving.removeValue(forKey: domain) ?? []
         let index: Int
@@ -182,7 +182,7 @@ public final class WorkerShard: @unchecked Sendable {
         pump()
     }
 
-    private func submit(_ recipient: PendingRecipient, domain: Int, now: Int64) {
+    func submit(_ recipient: PendingRecipient, domain: Int, now: Int64) {
         let campaign = campaignID(recipient.campaign)
         let key = recipient.key
         let scheduled = ScheduledRecipient(
@@ -193,7 +193,7 @@ public final class WorkerShard: @unchecked Sendable {
         scheduler.submit(scheduled, domain: domain, due: recipient.nextAttempt, now: now)
     }
 
-    private func campaignID(_ name: String) -> UInt32 {
+    func campaignID(_ name: String) -> UInt32 {
         if name.isEmpty { return 0 }
         if let id = campaignIDs[name] { return id }
         let id = UInt32(campaignNames.count)
@@ -205,7 +205,7 @@ public final class WorkerShard: @unchecked Sendable {
     // MARK: deciding
 
     /// pump - start every transaction the scheduler allows now; wake up when the next may.
-    private func pump() {
+    func pump() {
         guard !stopping else { return }
         let now = nowMilliseconds()
         while let delivery = scheduler.next(now: now) { begin(delivery) }
@@ -220,7 +220,7 @@ public final class WorkerShard: @unchecked Sendable {
     /// begin - read what a transaction needs, then send it: from the caches when the message
     /// and the recipients' records were read recently, else on the reader queue (the
     /// spool's reads are blocking preads).
-    private func begin(_ delivery: Delivery) {
+    func begin(_ delivery: Delivery) {
         inFlight += 1
         let keys = delivery.recipients.map { RecipientKey(message: MessageID(high: $0.ref.messageHigh, low: $0.ref.messageLow), index: $0.ref.index) }
         let id = keys[0].message
@@ -240,7 +240,7 @@ public final class WorkerShard: @unchecked Sendable {
     }
 
     /// read - the message and recipients are here: route, render and hand to a pool.
-    private func read(_ delivery: Delivery, keys: [RecipientKey], _ result: Result<(StoredMessage?, [NewRecipient]), SpoolError>) {
+    func read(_ delivery: Delivery, keys: [RecipientKey], _ result: Result<(StoredMessage?, [NewRecipient]), SpoolError>) {
         let (stored, recipients): (StoredMessage?, [NewRecipient])
         switch result {
         case .success(let value): (stored, recipients) = value
@@ -283,7 +283,7 @@ public final class WorkerShard: @unchecked Sendable {
     }
 
     /// send - render the message for this transaction and give it to the first hop's pool.
-    private func send(_ attempt: Attempt) {
+    func send(_ attempt: Attempt) {
         guard let prepared = attempt.prepared else { return }
         var addresses: [MailAddress] = []
         var results: [AttemptResult?] = Array(repeating: nil, count: attempt.keys.count)
@@ -320,7 +320,7 @@ public final class WorkerShard: @unchecked Sendable {
         pool(for: hop, route: destination.route, site: attempt.delivery.site).checkout(attempt)
     }
 
-    private func pool(for hop: ResolvedHop, route: Route?, site: Int) -> ConnectionPool {
+    func pool(for hop: ResolvedHop, route: Route?, site: Int) -> ConnectionPool {
         let key = PoolKey(address: hop.address, site: destinationKey(route))
         if let pool = pools[key] { return pool }
         var session = ClientConfiguration(heloName: configuration.hostname)
@@ -359,218 +359,7 @@ public final class WorkerShard: @unchecked Sendable {
         return pool
     }
 
-    private func destinationKey(_ route: Route?) -> String { route.map { "route:" + $0.domain } ?? "mx" }
-
-    // MARK: results
-
-    /// connectionFailed - no connection to the attempt's hop: fail over, or defer.
-    func connectionFailed(_ attempt: Attempt, error: ClientConnectionError?, hop: ResolvedHop) {
-        let now = nowMilliseconds()
-        scheduler.connectionFailed(site: attempt.delivery.site, now: now)
-        let reply = Self.reply(for: error, hop: hop)
-        attempt.failures.append("\(hop.address): \(reply.text)")
-        let failover: Bool
-        switch error {
-        case .connect, .tls, .session(.greetingRejected), .session(.tlsUnavailable), .session(.timeout), .session(.connectionLost), nil:
-            failover = true
-        default:
-            failover = false
-        }
-        if failover, let destination = attempt.destination, attempt.hopIndex + 1 < destination.hops.count {
-            attempt.hopIndex += 1
-            tryHop(attempt)
-            return
-        }
-        let results = attempt.presetResults.map { $0 ?? .temporary(reply) }
-        finish(attempt, results: results, hop: hop)
-    }
-
-    /// completed - the transaction ran: one result per recipient sent.
-    func completed(_ attempt: Attempt, _ result: TransactionResult, hop: ResolvedHop) {
-        scheduler.connectionSucceeded(site: attempt.delivery.site)
-        var results = attempt.presetResults
-        for item in result.recipients {
-            let position = attempt.sent[item.index]
-            switch item.disposition {
-            case .delivered: results[position] = .delivered(item.reply)
-            case .deferred: results[position] = .temporary(item.reply)
-            case .bounced: results[position] = .permanent(item.reply)
-            }
-        }
-        finish(attempt, results: results.map { $0 ?? .temporary(localReply(451, "4.3.0", "no result")) }, hop: hop)
-    }
-
-    static func reply(for error: ClientConnectionError?, hop: ResolvedHop) -> Reply {
-        switch error {
-        case .session(.greetingRejected(let reply)), .session(.serviceClosing(let reply)):
-            return localReply(451, "4.4.2", "\(hop.address) said: \(reply)")
-        case .session(.authenticationFailed(let reply)):
-            return localReply(451, "4.7.8", "authentication to \(hop.address) failed: \(reply)")
-        case .connect(let error):
-            return localReply(451, "4.4.1", "connect to \(hop.address) failed: \(error)")
-        case .tls(let error):
-            return localReply(451, "4.7.5", "TLS with \(hop.address) failed: \(error)")
-        case .session(let error):
-            return localReply(451, "4.4.2", "\(hop.address): \(error)")
-        case nil:
-            return localReply(451, "4.4.2", "\(hop.address) closed the connection")
-        }
-    }
-
-    /// finish - the attempt is over: tell the scheduler, the spool and the log.
-    func finish(_ attempt: Attempt, results: [AttemptResult], hop: ResolvedHop?) {
-        let now = nowMilliseconds()
-        inFlight -= 1
-        let delivery = attempt.delivery
-        let domain = scheduler.domainName(delivery.domain)
-        let site = scheduler.siteName(delivery.site)
-        scheduler.complete(delivery, results: results.map(\.schedulerResult), now: now)
-        let latency = Double(MonotonicClock.nanoseconds() - attempt.started) / 1e6
-        var outcomes: [(RecipientKey, Outcome)] = []
-        for (position, result) in results.enumerated() {
-            let recipient = delivery.recipients[position]
-            let key = attempt.keys[position]
-            let address = position < attempt.recipients.count ? attempt.recipients[position].address : nil
-            let campaign = campaignNames[Int(recipient.campaign)]
-            switch result {
-            case .gone:
-                attempt.gone.insert(recipient.ref)
-            case .delivered(let reply):
-                outcomes.append((key, .delivered(reply: reply.description)))
-                counters[domain, default: DomainCounters()].delivered += 1
-                logEvent(.delivered, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
-                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
-            case .temporary(let reply):
-                let next = scheduler.retryTime(for: recipient, domain: delivery.domain, attempts: Int(recipient.attempts) + 1, now: now)
-                outcomes.append((key, .deferred(nextAttempt: next, reply: reply.description)))
-                counters[domain, default: DomainCounters()].deferred += 1
-                logEvent(.deferred, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
-                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency, nextAttempt: next)
-            case .permanent(let reply):
-                /* The scheduler disposes of it (bounced); recorded with the disposals below. */
-                attempt.bounceReplies[recipient.ref] = (reply, address)
-            }
-        }
-        record(outcomes)
-        disposeLeftovers(now: now, attempt: attempt, host: hop, latency: latency)
-        if stopping { return }
-        pump()
-    }
-
-    /// disposeLeftovers - recipients the scheduler gave up on (bounced by a reply or a rule,
-    /// expired): final outcomes, log records and bounce notices.
-    private func disposeLeftovers(now: Int64, attempt: Attempt? = nil, host: ResolvedHop? = nil, latency: Double? = nil) {
-        let disposed = scheduler.takeDisposedWithDomains()
-        guard !disposed.isEmpty else { return }
-        var finals: [FinalOutcome] = []
-        for (recipient, disposal, domainIndex) in disposed where attempt?.gone.contains(recipient.ref) != true {
-            let key = RecipientKey(message: MessageID(high: recipient.ref.messageHigh, low: recipient.ref.messageLow), index: recipient.ref.index)
-            let campaign = campaignNames[Int(recipient.campaign)]
-            let known = attempt?.bounceReplies[recipient.ref]
-            let domain: String? = scheduler.domainName(domainIndex)
-            switch disposal {
-            case .bounced(let text):
-                let reply = known?.0 ?? Reply(code: 550, text: text)
-                finals.append(FinalOutcome(key: key, outcome: .bounced(reply: reply.description), transactional: recipient.priority == .transactional,
-                                           status: reply.enhanced.map { "\($0)" } ?? "5.0.0", diagnostic: reply.description,
-                                           remoteMTA: host?.name))
-                if let domain { counters[domain, default: DomainCounters()].bounced += 1 }
-                logEvent(.bounced, key: key, recipient: known?.1, domain: domain, campaign: campaign, site: nil, host: host,
-                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
-            case .expired:
-                let text = "4.4.7 delivery time expired after \(recipient.attempts) attempts"
-                finals.append(FinalOutcome(key: key, outcome: .expired(reply: text), transactional: recipient.priority == .transactional,
-                                           status: "4.4.7", diagnostic: text, remoteMTA: nil))
-                if let domain { counters[domain, default: DomainCounters()].expired += 1 }
-                logEvent(.expired, key: key, recipient: nil, domain: domain, campaign: campaign, site: nil, host: nil,
-                         code: nil, enhanced: "4.4.7", text: text, attempt: Int(recipient.attempts))
-            }
-        }
-        finalize(finals)
-    }
-
-    // MARK: bounce notices
-
-    /// finalize - record final outcomes; those that owe the sender a DSN (by the message's
-    /// class and the configuration) are recorded only once the DSN is queued, so a crash
-    /// in between retries the recipient rather than losing the notice.
-    private func finalize(_ finals: [FinalOutcome]) {
-        var now: [(RecipientKey, Outcome)] = []
-        var byMessage: [MessageID: [FinalOutcome]] = [:]
-        for item in finals {
-            let wanted = item.transactional ? configuration.bounceNoticesForTransactional : configuration.bounceNoticesForBulk
-            if wanted { byMessage[item.key.message, default: []].append(item) } else { now.append((item.key, item.outcome)) }
-        }
-        record(now)
-        for (id, items) in byMessage { sendNotice(id, items) }
-    }
-
-    /// sendNotice - read the message and the recipients' addresses (reader queue), queue
-    /// a DSN to the sender, then record the outcomes. A null sender gets none.
-    private func sendNotice(_ id: MessageID, _ items: [FinalOutcome]) {
-        let shard = spoolShard
-        let spool = self.spool
-        let thread = self.thread
-        let hostname = configuration.hostname
-        reader.async {
-            let keys = items.map(\.key)
-            if let message = try? shard.message(id), !message.sender.isEmpty,
-               let addresses = try? shard.recipients(keys) {
-                let notices = zip(items, addresses).map { item, address in
-                    BounceNotice(recipient: address.address, status: item.status, diagnostic: item.diagnostic, remoteMTA: item.remoteMTA)
-                }
-                let headers = DeliveryStatusNotification.headers(of: message.body)
-                let body = DeliveryStatusNotification.build(
-                    originalSender: message.sender, originalMessageID: headerValue("message-id", in: headers) ?? "<\(id)@\(hostname)>",
-                    originalHeaders: headers, notices: notices, reportingMTA: hostname, queueID: id.description, date: nowMilliseconds())
-                spool.enqueue(NewMessage(sender: "", body: body, metadata: MessageMetadata(priority: .transactional),
-                                         recipients: [NewRecipient(message.sender)])) { result in
-                    if case .failure(let error) = result {
-                        writeStandardError("carrier: queueing the bounce notice for \(id) failed: \(error)\n")
-                    }
-                    thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
-                }
-                return
-            }
-            thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
-        }
-    }
-
-    /// record - outcomes for the spool, written together once this loop turn is over (one
-    /// append, one wake-up of the spool's writer, for every transaction the turn finished).
-    private func record(_ outcomes: [(RecipientKey, Outcome)]) {
-        guard !outcomes.isEmpty else { return }
-        if unrecorded.isEmpty {
-            loop.nextTurn { [self] in
-                let batch = unrecorded
-                unrecorded.removeAll(keepingCapacity: true)
-                spoolShard.record(batch) { result in
-                    if case .failure(let error) = result { writeStandardError("carrier: recording outcomes failed: \(error)\n") }
-                }
-            }
-        }
-        unrecorded.append(contentsOf: outcomes)
-    }
-
-    // MARK: the delivery log
-
-    private func logEvent(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
-                          site: String?, host: ResolvedHop?, reply: Reply, attempt: Int, latency: Double?, nextAttempt: Int64? = nil) {
-        logEvent(event, key: key, recipient: recipient, domain: domain, campaign: campaign, site: site, host: host,
-                 code: reply.code, enhanced: reply.enhanced.map { "\($0)" }, text: reply.text, attempt: attempt,
-                 latency: latency, nextAttempt: nextAttempt)
-    }
-
-    private func logEvent(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
-                          site: String?, host: ResolvedHop?, code: Int?, enhanced: String?, text: String?, attempt: Int,
-                          latency: Double? = nil, nextAttempt: Int64? = nil) {
-        guard let log else { return }
-        log.append(DeliveryLogRecord(
-            time: nowMilliseconds(), event: event, messageID: key.message.description,
-            recipient: recipient ?? "#\(key.index)@\(domain ?? "")", campaign: campaign, site: site ?? "",
-            host: host.map { "\($0.name) \($0.address)" }, code: code, enhancedCode: enhanced, text: text,
-            attempt: attempt, latencyMilliseconds: latency, nextAttempt: nextAttempt))
-    }
+    func destinationKey(_ route: Route?) -> String { route.map { "route:" + $0.domain } ?? "mx" }
 
     // MARK: status and stopping
 
@@ -601,7 +390,7 @@ public final class WorkerShard: @unchecked Sendable {
         if !posted { completion() }
     }
 
-    private func waitForQuiet(_ completion: @escaping @Sendable () -> Void) {
+    func waitForQuiet(_ completion: @escaping @Sendable () -> Void) {
         if inFlight == 0 {
             for pool in pools.values { pool.closeIdle() }
             completion()
@@ -624,92 +413,4 @@ public final class WorkerShard: @unchecked Sendable {
         }
         thread.stopAndJoin()
     }
-}
-
-/// A final outcome on its way to the spool, with what a bounce notice would say.
-struct FinalOutcome {
-    var key: RecipientKey
-    var outcome: Outcome
-    var transactional: Bool
-    var status: String
-    var diagnostic: String
-    var remoteMTA: String?
-}
-
-/// What one recipient's attempt came to.
-enum AttemptResult {
-    case delivered(Reply)
-    case temporary(Reply)
-    case permanent(Reply)
-    /// The recipient left the spool meanwhile (purged): nothing to record.
-    case gone
-
-    var schedulerResult: DeliveryResult {
-        switch self {
-        case .delivered: .delivered
-        case .temporary(let reply): .temporaryFailure(reply: reply.description)
-        case .permanent(let reply): .permanentFailure(reply: reply.description)
-        case .gone: .permanentFailure(reply: "gone")
-        }
-    }
-}
-
-/// Pools are per hop address and per route (TLS mode and credentials come with the route).
-struct PoolKey: Hashable {
-    var address: SocketAddress
-    var site: String
-}
-
-/// One transaction in progress. Confined to its shard's loop thread.
-final class Attempt: PoolTransaction {
-    unowned let shard: WorkerShard
-    let delivery: Delivery
-    let keys: [RecipientKey]
-    let recipients: [NewRecipient]
-    let started = MonotonicClock.nanoseconds()
-    var prepared: PreparedMessage?
-    var destination: Destination?
-    var hopIndex = 0
-    var message = OutboundMessage(sender: .null, recipients: [], payload: MessagePayload(normalized: .init(), dotStuffed: .init(), has8BitData: false))
-    /// Positions (into `keys`) of the recipients in `message`, in its order.
-    var sent: [Int] = []
-    /// Results known before sending (bad addresses).
-    var presetResults: [AttemptResult?] = []
-    var failures: [String] = []
-    var bounceReplies: [RecipientRef: (Reply, String?)] = [:]
-    /// Recipients no longer in the spool: nothing is recorded for them.
-    var gone: Set<RecipientRef> = []
-
-    init(shard: WorkerShard, delivery: Delivery, keys: [RecipientKey], recipients: [NewRecipient]) {
-        self.shard = shard
-        self.delivery = delivery
-        self.keys = keys
-        self.recipients = recipients
-    }
-
-    func poolStarted(on hop: ResolvedHop) {}
-    func poolCompleted(_ result: TransactionResult, hop: ResolvedHop) { shard.completed(self, result, hop: hop) }
-    func poolFailed(_ error: ClientConnectionError?, hop: ResolvedHop) { shard.connectionFailed(self, error: error, hop: hop) }
-}
-
-/// localReply - a reply Carrier makes itself (no server said it), in the server's form.
-func localReply(_ code: Int, _ enhanced: String, _ text: String) -> Reply {
-    Reply(code: code, enhanced: EnhancedStatus(enhanced), text: "\(enhanced) \(text)")
-}
-
-/// headerValue - the unfolded value of the first header field `name` (lowercase) in a header block.
-func headerValue(_ name: String, in headers: [UInt8]) -> String? {
-    let text = String(decoding: headers, as: UTF8.self)
-    var found: String?
-    for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" }) {
-        let line = line.hasSuffix("\r") ? line.dropLast() : line
-        if line.isEmpty { break }
-        if let value = found {
-            guard line.first == " " || line.first == "\t" else { return value }
-            found = value + " " + line.drop(while: { $0 == " " || $0 == "\t" })
-        } else if let colon = line.firstIndex(of: ":"), line[..<colon].lowercased() == name {
-            found = String(line[line.index(after: colon)...].drop(while: { $0 == " " || $0 == "\t" }))
-        }
-    }
-    return found
 }

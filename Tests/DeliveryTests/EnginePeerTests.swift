@@ -107,6 +107,8 @@ struct EnginePeerTests {
     func postfixReceivesMessagesIntact() throws {
         let folder = TemporaryFolder("postfix")
         defer { folder.remove() }
+        /* Postfix's delivery agent runs as nobody and must reach the Maildir under it. */
+        chmod(folder.path, 0o755)
         let port = try freeLoopbackPort()
         let instance = folder.path + "/postfix"
         let start = try ChildProcess("/bin/bash", [postfixScript, "start", instance, String(port), "maildir"], outputPath: folder.path + "/postfix.out")

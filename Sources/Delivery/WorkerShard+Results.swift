@@ -1,0 +1,224 @@
+// WorkerShard+Results.swift - what a worker shard does with the end of a transaction:
+// fail over or defer when no connection could be made, tell the scheduler, record the
+// outcomes in the spool (batched per loop turn), write the delivery log, and send bounce
+// notices before recording the final outcomes they are about
+
+import Dispatch
+import EventCore
+import Scheduler
+import SMTP
+import SMTPStreams
+import Spool
+
+extension WorkerShard {
+    // MARK: results
+
+    /// connectionFailed - no connection to the attempt's hop: fail over, or defer.
+    func connectionFailed(_ attempt: Attempt, error: ClientConnectionError?, hop: ResolvedHop) {
+        let now = nowMilliseconds()
+        scheduler.connectionFailed(site: attempt.delivery.site, now: now)
+        let reply = Self.reply(for: error, hop: hop)
+        attempt.failures.append("\(hop.address): \(reply.text)")
+        let failover: Bool
+        switch error {
+        case .connect, .tls, .session(.greetingRejected), .session(.tlsUnavailable), .session(.timeout), .session(.connectionLost), nil:
+            failover = true
+        default:
+            failover = false
+        }
+        if failover, let destination = attempt.destination, attempt.hopIndex + 1 < destination.hops.count {
+            attempt.hopIndex += 1
+            tryHop(attempt)
+            return
+        }
+        let results = attempt.presetResults.map { $0 ?? .temporary(reply) }
+        finish(attempt, results: results, hop: hop)
+    }
+
+    /// completed - the transaction ran: one result per recipient sent.
+    func completed(_ attempt: Attempt, _ result: TransactionResult, hop: ResolvedHop) {
+        scheduler.connectionSucceeded(site: attempt.delivery.site)
+        var results = attempt.presetResults
+        for item in result.recipients {
+            let position = attempt.sent[item.index]
+            switch item.disposition {
+            case .delivered: results[position] = .delivered(item.reply)
+            case .deferred: results[position] = .temporary(item.reply)
+            case .bounced: results[position] = .permanent(item.reply)
+            }
+        }
+        finish(attempt, results: results.map { $0 ?? .temporary(localReply(451, "4.3.0", "no result")) }, hop: hop)
+    }
+
+    static func reply(for error: ClientConnectionError?, hop: ResolvedHop) -> Reply {
+        switch error {
+        case .session(.greetingRejected(let reply)), .session(.serviceClosing(let reply)):
+            return localReply(451, "4.4.2", "\(hop.address) said: \(reply)")
+        case .session(.authenticationFailed(let reply)):
+            return localReply(451, "4.7.8", "authentication to \(hop.address) failed: \(reply)")
+        case .connect(let error):
+            return localReply(451, "4.4.1", "connect to \(hop.address) failed: \(error)")
+        case .tls(let error):
+            return localReply(451, "4.7.5", "TLS with \(hop.address) failed: \(error)")
+        case .session(let error):
+            return localReply(451, "4.4.2", "\(hop.address): \(error)")
+        case nil:
+            return localReply(451, "4.4.2", "\(hop.address) closed the connection")
+        }
+    }
+
+    /// finish - the attempt is over: tell the scheduler, the spool and the log.
+    func finish(_ attempt: Attempt, results: [AttemptResult], hop: ResolvedHop?) {
+        let now = nowMilliseconds()
+        inFlight -= 1
+        let delivery = attempt.delivery
+        let domain = scheduler.domainName(delivery.domain)
+        let site = scheduler.siteName(delivery.site)
+        scheduler.complete(delivery, results: results.map(\.schedulerResult), now: now)
+        let latency = Double(MonotonicClock.nanoseconds() - attempt.started) / 1e6
+        var outcomes: [(RecipientKey, Outcome)] = []
+        for (position, result) in results.enumerated() {
+            let recipient = delivery.recipients[position]
+            let key = attempt.keys[position]
+            let address = position < attempt.recipients.count ? attempt.recipients[position].address : nil
+            let campaign = campaignNames[Int(recipient.campaign)]
+            switch result {
+            case .gone:
+                attempt.gone.insert(recipient.ref)
+            case .delivered(let reply):
+                outcomes.append((key, .delivered(reply: reply.description)))
+                counters[domain, default: DomainCounters()].delivered += 1
+                logEvent(.delivered, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
+                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
+            case .temporary(let reply):
+                let next = scheduler.retryTime(for: recipient, domain: delivery.domain, attempts: Int(recipient.attempts) + 1, now: now)
+                outcomes.append((key, .deferred(nextAttempt: next, reply: reply.description)))
+                counters[domain, default: DomainCounters()].deferred += 1
+                logEvent(.deferred, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
+                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency, nextAttempt: next)
+            case .permanent(let reply):
+                /* The scheduler disposes of it (bounced); recorded with the disposals below. */
+                attempt.bounceReplies[recipient.ref] = (reply, address)
+            }
+        }
+        record(outcomes)
+        disposeLeftovers(now: now, attempt: attempt, host: hop, latency: latency)
+        if stopping { return }
+        pump()
+    }
+
+    /// disposeLeftovers - recipients the scheduler gave up on (bounced by a reply or a rule,
+    /// expired): final outcomes, log records and bounce notices.
+    func disposeLeftovers(now: Int64, attempt: Attempt? = nil, host: ResolvedHop? = nil, latency: Double? = nil) {
+        let disposed = scheduler.takeDisposedWithDomains()
+        guard !disposed.isEmpty else { return }
+        var finals: [FinalOutcome] = []
+        for (recipient, disposal, domainIndex) in disposed where attempt?.gone.contains(recipient.ref) != true {
+            let key = RecipientKey(message: MessageID(high: recipient.ref.messageHigh, low: recipient.ref.messageLow), index: recipient.ref.index)
+            let campaign = campaignNames[Int(recipient.campaign)]
+            let known = attempt?.bounceReplies[recipient.ref]
+            let domain: String? = scheduler.domainName(domainIndex)
+            switch disposal {
+            case .bounced(let text):
+                let reply = known?.0 ?? Reply(code: 550, text: text)
+                finals.append(FinalOutcome(key: key, outcome: .bounced(reply: reply.description), transactional: recipient.priority == .transactional,
+                                           status: reply.enhanced.map { "\($0)" } ?? "5.0.0", diagnostic: reply.description,
+                                           remoteMTA: host?.name))
+                if let domain { counters[domain, default: DomainCounters()].bounced += 1 }
+                logEvent(.bounced, key: key, recipient: known?.1, domain: domain, campaign: campaign, site: nil, host: host,
+                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
+            case .expired:
+                let text = "4.4.7 delivery time expired after \(recipient.attempts) attempts"
+                finals.append(FinalOutcome(key: key, outcome: .expired(reply: text), transactional: recipient.priority == .transactional,
+                                           status: "4.4.7", diagnostic: text, remoteMTA: nil))
+                if let domain { counters[domain, default: DomainCounters()].expired += 1 }
+                logEvent(.expired, key: key, recipient: nil, domain: domain, campaign: campaign, site: nil, host: nil,
+                         code: nil, enhanced: "4.4.7", text: text, attempt: Int(recipient.attempts))
+            }
+        }
+        finalize(finals)
+    }
+
+    // MARK: bounce notices
+
+    /// finalize - record final outcomes; those that owe the sender a DSN (by the message's
+    /// class and the configuration) are recorded only once the DSN is queued, so a crash
+    /// in between retries the recipient rather than losing the notice.
+    func finalize(_ finals: [FinalOutcome]) {
+        var now: [(RecipientKey, Outcome)] = []
+        var byMessage: [MessageID: [FinalOutcome]] = [:]
+        for item in finals {
+            let wanted = item.transactional ? configuration.bounceNoticesForTransactional : configuration.bounceNoticesForBulk
+            if wanted { byMessage[item.key.message, default: []].append(item) } else { now.append((item.key, item.outcome)) }
+        }
+        record(now)
+        for (id, items) in byMessage { sendNotice(id, items) }
+    }
+
+    /// sendNotice - read the message and the recipients' addresses (reader queue), queue
+    /// a DSN to the sender, then record the outcomes. A null sender gets none.
+    func sendNotice(_ id: MessageID, _ items: [FinalOutcome]) {
+        let shard = spoolShard
+        let spool = self.spool
+        let thread = self.thread
+        let hostname = configuration.hostname
+        reader.async {
+            let keys = items.map(\.key)
+            if let message = try? shard.message(id), !message.sender.isEmpty,
+               let addresses = try? shard.recipients(keys) {
+                let notices = zip(items, addresses).map { item, address in
+                    BounceNotice(recipient: address.address, status: item.status, diagnostic: item.diagnostic, remoteMTA: item.remoteMTA)
+                }
+                let headers = DeliveryStatusNotification.headers(of: message.body)
+                let body = DeliveryStatusNotification.build(
+                    originalSender: message.sender, originalMessageID: headerValue("message-id", in: headers) ?? "<\(id)@\(hostname)>",
+                    originalHeaders: headers, notices: notices, reportingMTA: hostname, queueID: id.description, date: nowMilliseconds())
+                spool.enqueue(NewMessage(sender: "", body: body, metadata: MessageMetadata(priority: .transactional),
+                                         recipients: [NewRecipient(message.sender)])) { result in
+                    if case .failure(let error) = result {
+                        writeStandardError("carrier: queueing the bounce notice for \(id) failed: \(error)\n")
+                    }
+                    thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
+                }
+                return
+            }
+            thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
+        }
+    }
+
+    /// record - outcomes for the spool, written together once this loop turn is over (one
+    /// append, one wake-up of the spool's writer, for every transaction the turn finished).
+    func record(_ outcomes: [(RecipientKey, Outcome)]) {
+        guard !outcomes.isEmpty else { return }
+        if unrecorded.isEmpty {
+            loop.nextTurn { [self] in
+                let batch = unrecorded
+                unrecorded.removeAll(keepingCapacity: true)
+                spoolShard.record(batch) { result in
+                    if case .failure(let error) = result { writeStandardError("carrier: recording outcomes failed: \(error)\n") }
+                }
+            }
+        }
+        unrecorded.append(contentsOf: outcomes)
+    }
+
+    // MARK: the delivery log
+
+    func logEvent(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
+                          site: String?, host: ResolvedHop?, reply: Reply, attempt: Int, latency: Double?, nextAttempt: Int64? = nil) {
+        logEvent(event, key: key, recipient: recipient, domain: domain, campaign: campaign, site: site, host: host,
+                 code: reply.code, enhanced: reply.enhanced.map { "\($0)" }, text: reply.text, attempt: attempt,
+                 latency: latency, nextAttempt: nextAttempt)
+    }
+
+    func logEvent(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
+                          site: String?, host: ResolvedHop?, code: Int?, enhanced: String?, text: String?, attempt: Int,
+                          latency: Double? = nil, nextAttempt: Int64? = nil) {
+        guard let log else { return }
+        log.append(DeliveryLogRecord(
+            time: nowMilliseconds(), event: event, messageID: key.message.description,
+            recipient: recipient ?? "#\(key.index)@\(domain ?? "")", campaign: campaign, site: site ?? "",
+            host: host.map { "\($0.name) \($0.address)" }, code: code, enhancedCode: enhanced, text: text,
+            attempt: attempt, latencyMilliseconds: latency, nextAttempt: nextAttempt))
+    }
+}
