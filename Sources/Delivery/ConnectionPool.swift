@@ -8,6 +8,14 @@
 // saw anything wrong (I/O error, timeout, 421, protocol error: the session is then
 // no longer usable and closes itself). An idle connection says QUIT after the idle
 // timeout. The session sends RSET before every transaction after the first.
+//
+// A site's connections over every pool and every shard are capped by its
+// max_connections through one `ConnectionGate`: a pool opens a connection only with a
+// slot from the gate, and otherwise waits. While some pool waits, the others let their
+// connections go as soon as they are idle, so a shard whose domains need the site is
+// not kept out by another shard's idle connections.
+
+import Synchronization
 
 import EventCore
 import SMTP
@@ -25,11 +33,52 @@ protocol PoolTransaction: AnyObject {
     func poolFailed(_ error: ClientConnectionError?, hop: ResolvedHop)
 }
 
+/// The open connections of one site, over every shard. Thread-safe (atomics).
+final class ConnectionGate: Sendable {
+    let open = Atomic<Int>(0)
+    /// Pools waiting for a slot.
+    let waiting = Atomic<Int>(0)
+
+    /// acquire - a slot for one more connection, unless `limit` are open.
+    func acquire(limit: Int) -> Bool {
+        var current = open.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = open.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    func release() { open.subtract(1, ordering: .acquiringAndReleasing) }
+}
+
+/// Every site's connection gate, shared by the engine's shards. Thread-safe.
+public final class SiteConnections: Sendable {
+    private let table = Mutex<[String: ConnectionGate]>([:])
+
+    public init() {}
+
+    func gate(_ site: String) -> ConnectionGate {
+        table.withLock { gates in
+            if let gate = gates[site] { return gate }
+            let gate = ConnectionGate()
+            gates[site] = gate
+            return gate
+        }
+    }
+
+    /// open - connections open (or opening) to `site` now, over every shard.
+    public func open(_ site: String) -> Int { table.withLock { $0[site]?.open.load(ordering: .relaxed) ?? 0 } }
+}
+
 /// Limits a pool applies to its connections.
 struct PoolLimits {
     var maxMessagesPerConnection: Int
     var idleTimeoutMilliseconds: UInt64
     var maxAgeMilliseconds: UInt64
+    /// The site's max_connections, over every pool of the site in every shard.
+    var maxConnections: Int
 }
 
 /// The connections to one hop. Confined to its worker shard's loop thread.
@@ -44,12 +93,19 @@ final class ConnectionPool {
     /// Every connection open or opening (the client connection holds its delegate weakly).
     private var connections: [ObjectIdentifier: PooledConnection] = [:]
     private var sourceCursor = 0
+    private let gate: ConnectionGate
+    /// Transactions waiting for a slot from the gate, oldest first.
+    private var waiting: [any PoolTransaction] = []
+    private var waitTimer: LoopTimer?
+    /// While there are idle connections: looks whether another pool waits for a slot.
+    private var idleWatch: LoopTimer?
     /// Connections open or opening (idle and busy).
     var open: Int { connections.count }
 
     init(loop: Loop, hop: ResolvedHop, configuration: ClientConnectionConfiguration, sources: [IPAddress],
-         limits: PoolLimits, crypto: any SASLCrypto) {
+         limits: PoolLimits, gate: ConnectionGate, crypto: any SASLCrypto) {
         self.loop = loop
+        self.gate = gate
         self.hop = hop
         self.configuration = configuration
         self.sources = sources
@@ -67,6 +123,15 @@ final class ConnectionPool {
             connection.start(transaction)
             return
         }
+        guard waiting.isEmpty, gate.acquire(limit: limits.maxConnections) else {
+            wait(transaction)
+            return
+        }
+        connect(transaction)
+    }
+
+    /// connect - a new connection for `transaction` (a gate slot is held for it).
+    private func connect(_ transaction: any PoolTransaction) {
         var configuration = self.configuration
         if !sources.isEmpty {
             configuration.source = SocketAddress(ip: sources[sourceCursor % sources.count], port: 0)
@@ -78,19 +143,66 @@ final class ConnectionPool {
                                                      crypto: crypto, delegate: pooled)
     }
 
-    /// checkin - a connection finished its transaction: keep it idle or let it go.
+    /// wait - no slot now: queue the transaction and try again every 2 ms.
+    private func wait(_ transaction: any PoolTransaction) {
+        if waiting.isEmpty { gate.waiting.add(1, ordering: .relaxed) }
+        waiting.append(transaction)
+        if waitTimer == nil { waitTimer = LoopTimer(loop: loop) }
+        if !waitTimer!.isArmed { waitTimer!.schedule(after: 2) { [unowned self] _ in retryWaiting() } }
+    }
+
+    private func retryWaiting() {
+        while !waiting.isEmpty && gate.acquire(limit: limits.maxConnections) { connect(waiting.removeFirst()) }
+        if waiting.isEmpty {
+            gate.waiting.subtract(1, ordering: .relaxed)
+        } else {
+            waitTimer?.schedule(after: 2) { [unowned self] _ in retryWaiting() }
+        }
+    }
+
+    /// checkin - a connection finished its transaction: give it to a waiting transaction,
+    /// keep it idle, or let it go (worn out, or another pool of the site waits for a slot).
     fileprivate func checkin(_ connection: PooledConnection) {
         guard connection.isReusable(limits: limits) else {
             connection.retire()
             return
         }
+        if !waiting.isEmpty {
+            connection.start(waiting.removeFirst())
+            if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
+            return
+        }
+        guard gate.waiting.load(ordering: .relaxed) == 0 else {
+            connection.retire()
+            return
+        }
         idle.append(connection)
         connection.idleSince(timeout: limits.idleTimeoutMilliseconds)
+        watchIdle()
+    }
+
+    /// watchIdle - while connections are idle, let one go whenever another pool waits.
+    private func watchIdle() {
+        if idleWatch == nil { idleWatch = LoopTimer(loop: loop) }
+        guard !idleWatch!.isArmed else { return }
+        idleWatch!.schedule(after: 5) { [unowned self] _ in
+            if gate.waiting.load(ordering: .relaxed) > 0, let connection = idle.first {
+                idle.removeFirst()
+                connection.retire()
+            }
+            if !idle.isEmpty { watchIdle() }
+        }
     }
 
     fileprivate func closed(_ connection: PooledConnection) {
         connections[ObjectIdentifier(connection)] = nil
         idle.removeAll { $0 === connection }
+        gate.release()
+        /* A slot came free: a transaction waiting here takes it at once. */
+        if !waiting.isEmpty && gate.acquire(limit: limits.maxConnections) {
+            connect(waiting.removeFirst())
+            if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
+        }
     }
 
     /// closeIdle - QUIT every idle connection (draining or reloading).

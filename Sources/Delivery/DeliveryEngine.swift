@@ -23,6 +23,8 @@ public final class DeliveryEngine: Sendable {
     public let configuration: EngineConfiguration
     private let shards: [WorkerShard]
     private let log: DeliveryLog?
+    /// Open connections per site, over every shard.
+    public let siteConnections = SiteConnections()
     /// The status taken as the engine stopped (its loops are gone then).
     private let finalStatus = Mutex<ShardStatus?>(nil)
 
@@ -42,7 +44,8 @@ public final class DeliveryEngine: Sendable {
         var shards: [WorkerShard] = []
         for index in spool.shards.indices {
             do {
-                shards.append(try WorkerShard(index: index, spool: spool, configuration: configuration, log: log))
+                shards.append(try WorkerShard(index: index, spool: spool, configuration: configuration, log: log,
+                                              siteConnections: siteConnections))
             } catch {
                 for shard in shards { shard.shutdown() }
                 throw EngineError("worker shard \(index): \(error)")

@@ -45,6 +45,8 @@ public final class WorkerShard: @unchecked Sendable {
     let spoolShard: SpoolShard
     var configuration: EngineConfiguration
     let log: DeliveryLog?
+    /// Open connections per site over every shard (their cap is the site's max_connections).
+    let siteConnections: SiteConnections
     let reader: DispatchQueue
 
     // Loop-thread state.
@@ -70,8 +72,9 @@ public final class WorkerShard: @unchecked Sendable {
     var tlsContext: TLSContext?
     let sessions = TLSSessionCache()
 
-    init(index: Int, spool: Spool, configuration: EngineConfiguration, log: DeliveryLog?) throws(IOError) {
+    init(index: Int, spool: Spool, configuration: EngineConfiguration, log: DeliveryLog?, siteConnections: SiteConnections) throws(IOError) {
         self.index = index
+        self.siteConnections = siteConnections
         self.spool = spool
         spoolShard = spool.shards[index]
         self.configuration = configuration
@@ -353,8 +356,9 @@ public final class WorkerShard: @unchecked Sendable {
             loop: loop, hop: hop, configuration: connection, sources: route?.sources ?? [],
             limits: PoolLimits(maxMessagesPerConnection: limits.maxMessagesPerConnection ?? 100,
                                idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds,
-                               maxAgeMilliseconds: configuration.maxConnectionAgeMilliseconds),
-            crypto: crypto)
+                               maxAgeMilliseconds: configuration.maxConnectionAgeMilliseconds,
+                               maxConnections: limits.maxConnections ?? 20),
+            gate: siteConnections.gate(scheduler.siteName(site)), crypto: crypto)
         pools[key] = pool
         return pool
     }

@@ -73,6 +73,35 @@ struct EngineShapingTests {
         spool.close()
     }
 
+    /// A site's max_connections caps its open connections over both shards: a sink that
+    /// refuses a sixth connection with 421 never has to (the limit is 4, one of slack for a
+    /// QUIT the sink has not seen to its end yet).
+    @Test func siteConnectionsCappedAcrossShards() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { $0.maximumConnections = 5 }
+        let spool = try testSpool(folder.path)
+        let domains = (0..<50).map { "d\($0).test" }
+        let first = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 0 })
+        let second = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 1 })
+        let writer = spool.campaign(sender: "news@sender.test", body: Array("Subject: {{n}}\r\n\r\nHi\r\n".utf8),
+                                    metadata: MessageMetadata(campaign: "c", priority: .bulk))
+        for n in 0..<2_000 { try writer.add(NewRecipient("u\(n)@\(n % 2 == 0 ? first : second)", variables: [("n", String(n))])) }
+        _ = try writer.finish()
+        let route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
+        var configuration = engineConfiguration(routes: [route])
+        configuration.scheduler = SchedulerConfiguration(shaping: Shaping(sites: [route.siteName: Limits(maxConnections: 4, initialConnections: 4, maxMessagesPerConnection: 50)]))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 2_000)
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.deferred } == 0)
+        #expect(sink.statistics.connectionsRefused == 0)
+        #expect(sink.statistics.connectionsTotal >= 2_000 / 50)
+        spool.close()
+    }
+
     /// A domain answering 451 is retried on the configured schedule (compressed to
     /// milliseconds), then expires; the log has a record for each step and the sender of
     /// the transactional message gets a DSN.
