@@ -12,8 +12,10 @@
 // A site's connections over every pool and every shard are capped by its
 // max_connections through one `ConnectionGate`: a pool opens a connection only with a
 // slot from the gate, and otherwise waits. While some pool waits, the others let their
-// connections go as soon as they are idle, so a shard whose domains need the site is
-// not kept out by another shard's idle connections.
+// idle connections go, and a pool holding more than its fair share (max_connections
+// over the shards) gives one back after each transaction: a shard whose domains need
+// the site is not kept out by another shard, and two busy shards settle at half each
+// instead of trading connections back and forth.
 
 import Synchronization
 
@@ -79,6 +81,9 @@ struct PoolLimits {
     var maxAgeMilliseconds: UInt64
     /// The site's max_connections, over every pool of the site in every shard.
     var maxConnections: Int
+    /// This pool's fair share of them (max_connections over the shards): a pool above its
+    /// share gives a connection back when another pool waits; one at or below keeps it.
+    var fairShare: Int
 }
 
 /// The connections to one hop. Confined to its worker shard's loop thread.
@@ -172,7 +177,7 @@ final class ConnectionPool {
             if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
             return
         }
-        guard gate.waiting.load(ordering: .relaxed) == 0 else {
+        if gate.waiting.load(ordering: .relaxed) > 0 && open > limits.fairShare {
             connection.retire()
             return
         }
@@ -276,8 +281,10 @@ private final class PooledConnection: ClientConnectionDelegate {
     func clientConnection(_ connection: ClientConnection, completed result: TransactionResult, tag: Int, nanoseconds: UInt64) {
         let transaction = self.transaction
         self.transaction = nil
-        transaction?.poolCompleted(result, hop: pool.hop)
+        /* Back in the pool first: the shard starts its next transaction while hearing of
+           this one, and should find this connection idle rather than wait for a slot. */
         if connection.isUsable { pool.checkin(self) }
+        transaction?.poolCompleted(result, hop: pool.hop)
     }
 
     func clientConnectionClosed(_ connection: ClientConnection, error: ClientConnectionError?) {

@@ -152,6 +152,38 @@ public final class DeliveryLog: Sendable {
         }
     }
 
+    /// append - log records in order; they are encoded before the lock is taken, so
+    /// threads appending batches hardly wait for each other. Returns at once.
+    public func append(contentsOf records: [DeliveryLogRecord]) {
+        var encoded: [UInt8] = []
+        encoded.reserveCapacity(records.count * 300)
+        for record in records { DeliveryLog.encode(record, into: &encoded) }
+        let action = state.withLock { pending -> (write: Bool, timer: Bool) in
+            guard !pending.closed else {
+                pending.dropped += records.count
+                return (false, false)
+            }
+            pending.bytes.append(contentsOf: encoded)
+            pending.lines += records.count
+            var action = (write: false, timer: false)
+            if pending.bytes.count >= DeliveryLog.writeThreshold, !pending.writeScheduled {
+                pending.writeScheduled = true
+                action.write = true
+            } else if !pending.timerScheduled {
+                pending.timerScheduled = true
+                action.timer = true
+            }
+            return action
+        }
+        if action.write { queue.async { self.drain() } }
+        if action.timer {
+            queue.asyncAfter(deadline: .now() + .milliseconds(DeliveryLog.writeDelayMilliseconds)) {
+                self.state.withLock { $0.timerScheduled = false }
+                self.drain()
+            }
+        }
+    }
+
     /// append - log one record; returns at once.
     public func append(_ record: DeliveryLogRecord) {
         let action = state.withLock { pending -> (write: Bool, timer: Bool) in

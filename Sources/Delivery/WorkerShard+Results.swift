@@ -190,16 +190,33 @@ extension WorkerShard {
     /// append, one wake-up of the spool's writer, for every transaction the turn finished).
     func record(_ outcomes: [(RecipientKey, Outcome)]) {
         guard !outcomes.isEmpty else { return }
-        if unrecorded.isEmpty {
-            loop.nextTurn { [self] in
-                let batch = unrecorded
-                unrecorded.removeAll(keepingCapacity: true)
-                spoolShard.record(batch) { result in
-                    if case .failure(let error) = result { writeStandardError("carrier: recording outcomes failed: \(error)\n") }
-                }
+        unrecorded.append(contentsOf: outcomes)
+        scheduleFlush()
+    }
+
+    /// scheduleFlush - write outcomes and log records within `flushMilliseconds`: one
+    /// append (and one wake-up of the spool's writer and of the log's) for every
+    /// transaction finished meanwhile, instead of one each. Outcomes are written with
+    /// interval durability anyway; a crash in between only repeats those deliveries.
+    func scheduleFlush() {
+        guard !flushTimer.isArmed else { return }
+        flushTimer.schedule(after: WorkerShard.flushMilliseconds) { [unowned self] _ in flush() }
+    }
+
+    /// flush - hand the waiting outcomes to the spool and the waiting records to the log.
+    func flush() {
+        flushTimer.cancel()
+        if !unrecorded.isEmpty {
+            let batch = unrecorded
+            unrecorded.removeAll(keepingCapacity: true)
+            spoolShard.record(batch) { result in
+                if case .failure(let error) = result { writeStandardError("carrier: recording outcomes failed: \(error)\n") }
             }
         }
-        unrecorded.append(contentsOf: outcomes)
+        if !unlogged.isEmpty, let log {
+            log.append(contentsOf: unlogged)
+            unlogged.removeAll(keepingCapacity: true)
+        }
     }
 
     // MARK: the delivery log
@@ -214,8 +231,9 @@ extension WorkerShard {
     func logEvent(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
                           site: String?, host: ResolvedHop?, code: Int?, enhanced: String?, text: String?, attempt: Int,
                           latency: Double? = nil, nextAttempt: Int64? = nil) {
-        guard let log else { return }
-        log.append(DeliveryLogRecord(
+        guard log != nil else { return }
+        scheduleFlush()
+        unlogged.append(DeliveryLogRecord(
             time: nowMilliseconds(), event: event, messageID: key.message.description,
             recipient: recipient ?? "#\(key.index)@\(domain ?? "")", campaign: campaign, site: site ?? "",
             host: host.map { "\($0.name) \($0.address)" }, code: code, enhancedCode: enhanced, text: text,

@@ -64,8 +64,11 @@ public final class WorkerShard: @unchecked Sendable {
     var domainIndex: [String: Int] = [:]
     var resolving: [String: [PendingRecipient]] = [:]
     var inFlight = 0
-    /// Outcomes waiting for the end of this loop turn (see `record`).
+    /// Outcomes and log records waiting for the next flush (see `scheduleFlush`).
     var unrecorded: [(RecipientKey, Outcome)] = []
+    var unlogged: [DeliveryLogRecord] = []
+    var flushTimer: LoopTimer!
+    static let flushMilliseconds: UInt64 = 10
     var stopping = false
     var counters: [String: DomainCounters] = [:]
     let crypto = OpenSSLCrypto()
@@ -89,6 +92,7 @@ public final class WorkerShard: @unchecked Sendable {
         thread.execute { [self] loop in
             self.loop = loop
             wake = LoopTimer(loop: loop)
+            flushTimer = LoopTimer(loop: loop)
             if let dns = configuration.dns { resolver = try? DNSResolver(loop: loop, configuration: dns) }
             router = Router(routes: configuration.routes, resolver: resolver, mxPort: configuration.mxPort)
             tlsContext = try? TLSContext.client(Self.tlsConfiguration(verify: false))
@@ -357,7 +361,8 @@ public final class WorkerShard: @unchecked Sendable {
             limits: PoolLimits(maxMessagesPerConnection: limits.maxMessagesPerConnection ?? 100,
                                idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds,
                                maxAgeMilliseconds: configuration.maxConnectionAgeMilliseconds,
-                               maxConnections: limits.maxConnections ?? 20),
+                               maxConnections: limits.maxConnections ?? 20,
+                               fairShare: max(1, ((limits.maxConnections ?? 20) + spool.shards.count - 1) / spool.shards.count)),
             gate: siteConnections.gate(scheduler.siteName(site)), crypto: crypto)
         pools[key] = pool
         return pool
@@ -396,6 +401,7 @@ public final class WorkerShard: @unchecked Sendable {
 
     func waitForQuiet(_ completion: @escaping @Sendable () -> Void) {
         if inFlight == 0 {
+            flush()
             for pool in pools.values { pool.closeIdle() }
             completion()
             return

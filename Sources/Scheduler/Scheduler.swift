@@ -207,10 +207,8 @@ public struct Scheduler {
         var suspendedUntil: Int64 = 0
         var inReadyList = false
         var waitingForSlot = false
-        /// The site's state shared with other shards, and whether a slot and token taken
-        /// from it are held for the transaction being picked.
+        /// The site's rate shared with other shards.
         var shared: SharedSite?
-        var holdsShared = false
 
         init(name: String, mxHosts: [String], limits: Limits) {
             self.name = name
@@ -454,14 +452,7 @@ public struct Scheduler {
                 if wait > now && wait != .max { siteWakes.insert(Wake(time: wait, index: siteIndex)) }
                 continue
             }
-            guard let delivery = takeFromSite(siteIndex, now: now) else {
-                if site.holdsShared {
-                    site.holdsShared = false
-                    site.shared?.release()
-                }
-                continue
-            }
-            site.holdsShared = false
+            guard let delivery = takeFromSite(siteIndex, now: now) else { continue }
             listSite(siteIndex)
             return delivery
         }
@@ -480,16 +471,13 @@ public struct Scheduler {
             return .max
         }
         if let shared = site.shared {
-            /* The site's total over every shard: a slot, then a token (given back unused
-               when no transaction comes of it, see `next`). Another shard's completion
-               frees the slot, so look again shortly. */
-            guard shared.acquire(limit: site.limits.maxConnections ?? 20) else { return now + 2 }
+            /* The site's rate over every shard (its total concurrency is the delivery
+               layer's: the connections it may open). A token taken and then not used,
+               when no transaction comes of it, is lost: the rate errs on the slow side. */
             if let rate = site.limits.messageRate,
                let at = shared.take(now: now, rate: rate, burst: site.limits.messageBurst ?? 1, scale: rateScale(site: index, now: now)) {
-                shared.release()
                 return at
             }
-            site.holdsShared = true
         } else if let bucket = site.messageBucket {
             let at = bucket.earliest(now: now, scale: rateScale(site: index, now: now))
             if at > now { return at }
@@ -703,7 +691,6 @@ public struct Scheduler {
         precondition(results.count == delivery.recipients.count, "one result per recipient of the delivery")
         let site = sites[delivery.site]
         site.inFlight -= 1
-        site.shared?.release()
         inFlightCount -= delivery.recipients.count
         var anyDelivered = false
         var allTemporary = true

@@ -2,11 +2,12 @@
 //
 // A domain belongs to one shard, so its limits are that shard's business. A site (a set
 // of MX hosts, a route) usually serves domains of several shards: gmail.com and
-// googlemail.com hash to different shards and still reach the same servers. Its total
-// concurrency and message rate are therefore kept here, once per site, in atomics:
-// a shard's scheduler takes a connection slot and a rate token before it starts a
-// transaction to the site, and gives the slot back when the transaction completes. No
-// lock is taken on that path (a mutex guards only the table, when a site is first seen).
+// googlemail.com hash to different shards and still reach the same servers. Its message
+// rate is therefore kept here, once per site, in an atomic: a shard's scheduler takes a
+// token before it starts a transaction to the site. No lock is taken on that path (a
+// mutex guards only the table, when a site is first seen). The site's total concurrency
+// is the delivery layer's business: the connections its pools may open over every shard
+// (Delivery's ConnectionGate), each carrying one transaction at a time.
 
 import Synchronization
 
@@ -26,33 +27,12 @@ public final class SharedSites: Sendable {
         }
     }
 
-    /// inFlight - transactions in flight to `name` over every shard (for tests and status).
-    public func inFlight(_ name: String) -> Int {
-        table.withLock { $0[name]?.inFlight.load(ordering: .relaxed) ?? 0 }
-    }
 }
 
-/// One site's transactions in flight and its GCRA arrival time, across shards. Thread-safe.
+/// One site's GCRA arrival time, across shards. Thread-safe.
 final class SharedSite: Sendable {
-    let inFlight = Atomic<Int>(0)
     /// Theoretical arrival time of the GCRA (microseconds on the schedulers' clock).
     private let arrival = Atomic<Int64>(0)
-
-    /// acquire - one more transaction in flight, unless `limit` are already.
-    func acquire(limit: Int) -> Bool {
-        var current = inFlight.load(ordering: .relaxed)
-        while current < limit {
-            let (exchanged, original) = inFlight.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
-            if exchanged { return true }
-            current = original
-        }
-        return false
-    }
-
-    /// release - a transaction acquired with `acquire` is over.
-    func release() {
-        inFlight.subtract(1, ordering: .acquiringAndReleasing)
-    }
 
     /// take - a rate token at `now` (ms): nil when taken, else the time (ms) one will be free.
     func take(now: Int64, rate: Rate, burst: Int, scale: Double) -> Int64? {
