@@ -82,7 +82,7 @@ public enum ServeRunner {
         var drained = false
         var status = engine.status()
         running: while true {
-            var timeout = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+            var timeout = timespec(tv_sec: 0, tv_nsec: options.drain ? 20_000_000 : 100_000_000)
             let signal = sigtimedwait(&signals, nil, &timeout)
             switch signal {
             case SIGINT, SIGTERM:
