@@ -96,8 +96,9 @@ public final class WorkerShard: @unchecked Sendable {
             if let dns = configuration.dns { resolver = try? DNSResolver(loop: loop, configuration: dns) }
             router = Router(routes: configuration.routes, resolver: resolver, mxPort: configuration.mxPort)
             tlsContext = try? TLSContext.client(Self.tlsConfiguration(verify: false))
-            let thread = self.thread
-            let pending = spoolShard.subscribe { fresh in
+            /* Weak: the spool keeps the handler, and the shard keeps the spool. */
+            let pending = spoolShard.subscribe { [weak self] fresh in
+                guard let self else { return }
                 thread.execute { [self] _ in accept(fresh) }
             }
             /* In the order of the records (the index hands them out in hash order): each
@@ -417,6 +418,7 @@ public final class WorkerShard: @unchecked Sendable {
 
     /// shutdown - close the loop (after `stop`).
     func shutdown() {
+        spoolShard.unsubscribe()
         thread.execute { [self] _ in
             resolver?.close()
             wake?.close()

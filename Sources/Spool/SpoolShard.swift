@@ -663,6 +663,12 @@ public final class SpoolShard: @unchecked Sendable {
         }
     }
 
+    /// unsubscribe - stop telling the subscriber about new recipients (`due` stays off: the
+    /// index no longer keeps due times once subscribed).
+    public func unsubscribe() {
+        monitor.withLock { subscriber = nil }
+    }
+
     /// recipients - the addresses and variables of pending recipients, in the order asked.
     /// A blocking `pread` (for the engine's reader thread, never an event loop); each
     /// recipients record is decoded once and kept while its neighbours are asked for.

@@ -11,8 +11,10 @@ import Testing
 @Suite("Engine shaping", .serialized)
 struct EngineShapingTests {
     /// A domain limited to 100 messages/s (burst 5) never receives more than 100 x t + 5
-    /// messages in any window of t seconds, by the receiver's clock (1 message of slack for
-    /// the clocks' millisecond rounding).
+    /// messages in any window of t seconds, by the receiver's clock, with 2 messages of
+    /// slack: the rate governs when transactions start, and the time from a start to the
+    /// arrival varies (by tens of milliseconds under AddressSanitizer), so arrivals can
+    /// bunch a little; the millisecond timestamps round as well.
     @Test func rateLimitHoldsAtTheReceiver() throws {
         let folder = TemporaryFolder()
         defer { folder.remove() }
@@ -36,7 +38,7 @@ struct EngineShapingTests {
                 worst = max(worst, Double(j - i + 1) - allowed)
             }
         }
-        #expect(worst <= 1, "a window held \(worst) messages more than the rate allows")
+        #expect(worst <= 2, "a window held \(worst) messages more than the rate allows")
         /* And it was not much slower than the limit either: 300 at 100/s is about 3 s. */
         #expect(times.last! - times.first! < 4_500)
         spool.close()
@@ -69,7 +71,7 @@ struct EngineShapingTests {
         for i in times.indices {
             for j in i..<times.count { worst = max(worst, Double(j - i + 1) - (100 * Double(times[j] - times[i]) / 1000 + 5)) }
         }
-        #expect(worst <= 1, "a window held \(worst) messages more than the site's rate allows")
+        #expect(worst <= 2, "a window held \(worst) messages more than the site's rate allows (slack as above)")
         spool.close()
     }
 
