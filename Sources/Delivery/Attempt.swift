@@ -38,7 +38,7 @@ enum AttemptResult {
 /// Pools are per hop address and per route (TLS mode and credentials come with the route).
 struct PoolKey: Hashable {
     var address: SocketAddress
-    var site: String
+    var route: String
 }
 
 /// One transaction in progress. Confined to its shard's loop thread.
@@ -56,7 +56,6 @@ final class Attempt: PoolTransaction {
     var sent: [Int] = []
     /// Results known before sending (bad addresses).
     var presetResults: [AttemptResult?] = []
-    var failures: [String] = []
     var bounceReplies: [RecipientRef: (Reply, String?)] = [:]
     /// Recipients no longer in the spool: nothing is recorded for them.
     var gone: Set<RecipientRef> = []
@@ -68,7 +67,6 @@ final class Attempt: PoolTransaction {
         self.recipients = recipients
     }
 
-    func poolStarted(on hop: ResolvedHop) {}
     func poolCompleted(_ result: TransactionResult, hop: ResolvedHop) { shard.completed(self, result, hop: hop) }
     func poolFailed(_ error: ClientConnectionError?, hop: ResolvedHop) { shard.connectionFailed(self, error: error, hop: hop) }
 }

@@ -27,8 +27,6 @@ import SMTPStreams
 protocol PoolTransaction: AnyObject {
     /// The message to send.
     var message: OutboundMessage { get }
-    /// The connection is ready and took the message.
-    func poolStarted(on hop: ResolvedHop)
     /// The transaction is over, recipient by recipient.
     func poolCompleted(_ result: TransactionResult, hop: ResolvedHop)
     /// No connection could be made (connect, greeting, TLS, AUTH): `error` says which.
@@ -69,9 +67,6 @@ public final class SiteConnections: Sendable {
             return gate
         }
     }
-
-    /// open - connections open (or opening) to `site` now, over every shard.
-    public func open(_ site: String) -> Int { table.withLock { $0[site]?.open.load(ordering: .relaxed) ?? 0 } }
 }
 
 /// Limits a pool applies to its connections.
@@ -250,7 +245,6 @@ private final class PooledConnection: ClientConnectionDelegate {
     private func send() {
         guard let connection, let transaction else { return }
         messages += 1
-        transaction.poolStarted(on: pool.hop)
         connection.send(transaction.message, tag: messages)
     }
 

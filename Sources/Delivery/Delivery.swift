@@ -6,8 +6,9 @@
 import Glibc
 #endif
 
-/// writeStandardError - a diagnostic line straight to descriptor 2.
-func writeStandardError(_ text: String) {
+/// writeStandardError - a diagnostic line straight to descriptor 2 (unbuffered, so it
+/// appears at once and in order with other writers).
+public func writeStandardError(_ text: String) {
     var text = text
     text.withUTF8 { bytes in
         var offset = 0

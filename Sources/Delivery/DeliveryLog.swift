@@ -186,30 +186,7 @@ public final class DeliveryLog: Sendable {
 
     /// append - log one record; returns at once.
     public func append(_ record: DeliveryLogRecord) {
-        let action = state.withLock { pending -> (write: Bool, timer: Bool) in
-            guard !pending.closed else {
-                pending.dropped += 1
-                return (false, false)
-            }
-            DeliveryLog.encode(record, into: &pending.bytes)
-            pending.lines += 1
-            var action = (write: false, timer: false)
-            if pending.bytes.count >= DeliveryLog.writeThreshold, !pending.writeScheduled {
-                pending.writeScheduled = true
-                action.write = true
-            } else if !pending.timerScheduled {
-                pending.timerScheduled = true
-                action.timer = true
-            }
-            return action
-        }
-        if action.write { queue.async { self.drain() } }
-        if action.timer {
-            queue.asyncAfter(deadline: .now() + .milliseconds(DeliveryLog.writeDelayMilliseconds)) {
-                self.state.withLock { $0.timerScheduled = false }
-                self.drain()
-            }
-        }
+        append(contentsOf: [record])
     }
 
     /// flush - wait until every record appended before the call is in the file.

@@ -18,7 +18,6 @@ extension WorkerShard {
         let now = nowMilliseconds()
         scheduler.connectionFailed(site: attempt.delivery.site, now: now)
         let reply = Self.reply(for: error, hop: hop)
-        attempt.failures.append("\(hop.address): \(reply.text)")
         let failover: Bool
         switch error {
         case .connect, .tls, .session(.greetingRejected), .session(.tlsUnavailable), .session(.timeout), .session(.connectionLost), nil:

@@ -329,7 +329,7 @@ public final class WorkerShard: @unchecked Sendable {
     }
 
     func pool(for hop: ResolvedHop, route: Route?, site: Int) -> ConnectionPool {
-        let key = PoolKey(address: hop.address, site: destinationKey(route))
+        let key = PoolKey(address: hop.address, route: destinationKey(route))
         if let pool = pools[key] { return pool }
         var session = ClientConfiguration(heloName: configuration.hostname)
         session.timeouts = configuration.timeouts

@@ -417,29 +417,7 @@ extension SpoolShard {
     /// recipient - a pending recipient's address and merge variables (a blocking `pread`,
     /// like `message(_:)`).
     public func recipient(_ key: RecipientKey) throws(SpoolError) -> NewRecipient {
-        do {
-            return try readRecipient(key)
-        } catch {
-            return try readRecipient(key)
-        }
-    }
-
-    private func readRecipient(_ key: RecipientKey) throws(SpoolError) -> NewRecipient {
-        guard let (segment, offset) = withState({ state in state.pending[key].map { ($0.segment, $0.offset) } }) else {
-            throw SpoolError(.invalid("recipient \(key) is not pending in shard \(index)"))
-        }
-        let raw = try readRecord(segment: segment, offset: offset)
-        guard raw.count >= 8 + 1 + 16, raw.withUnsafeBytes({ bytes in
-            var reader = RecordReader(UnsafeRawBufferPointer(rebasing: bytes[9...]))
-            return (try? reader.id()) == key.message
-        }) else {
-            throw SpoolError(.invalid("recipient \(key): the record read is not its recipients record"), path: segmentPath(segment))
-        }
-        let all = try decodeRecipients(raw)
-        guard let found = all.first(where: { $0.index == key.index }) else {
-            throw SpoolError(.invalid("recipient \(key) is missing from its record"), path: segmentPath(segment))
-        }
-        return NewRecipient(found.address, variables: found.variables)
+        try recipients([key])[0]
     }
 
     /// compact - delete dead segments and rewrite sparse old ones forward, now (waits).

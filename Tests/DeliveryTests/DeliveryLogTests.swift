@@ -1,6 +1,7 @@
 // DeliveryLogTests.swift - the delivery log: JSON text and escaping, writing from threads, rotation, flush and close
 
 #if canImport(Glibc)
+import CarrierTesting
 import Glibc
 #endif
 import Testing
@@ -78,7 +79,7 @@ struct DeliveryLogTests {
     }
 
     @Test func flushWritesEverythingAppended() throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let log = try DeliveryLog(path: folder.file("delivery.log"))
         let records = (0..<10).map { record($0, text: "line \"\($0)\"\nnext") }
@@ -91,7 +92,7 @@ struct DeliveryLogTests {
     }
 
     @Test func writesWithoutAFlush() throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let log = try DeliveryLog(path: folder.file("delivery.log"))
         defer { log.close() }
@@ -106,7 +107,7 @@ struct DeliveryLogTests {
     }
 
     @Test func appendsFromManyThreadsKeepLinesWhole() throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let log = try DeliveryLog(path: folder.file("delivery.log"))
         let threads = 4, perThread = 5000
@@ -140,7 +141,7 @@ struct DeliveryLogTests {
     /// with enough files kept none is lost.
     @Test(arguments: [3, 100])
     func rotatesBySize(keep: Int) throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let path = folder.file("delivery.log")
         let maxBytes = 1000
@@ -178,7 +179,7 @@ struct DeliveryLogTests {
     }
 
     @Test func aLineLongerThanMaxBytesGetsAFileOfItsOwn() throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let path = folder.file("delivery.log")
         let log = try DeliveryLog(path: path, maxBytes: 300, keep: 5)
@@ -192,7 +193,7 @@ struct DeliveryLogTests {
     }
 
     @Test func anExistingFileCountsTowardsMaxBytes() throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let path = folder.file("delivery.log")
         writeFile(path, Array((String(repeating: "o", count: 899) + "\n").utf8))
@@ -204,7 +205,7 @@ struct DeliveryLogTests {
     }
 
     @Test func keepZeroDiscardsTheOldFile() throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let path = folder.file("delivery.log")
         let log = try DeliveryLog(path: path, maxBytes: 250, keep: 0)
@@ -215,7 +216,7 @@ struct DeliveryLogTests {
     }
 
     @Test func closeDropsLaterAppendsAndIsIdempotent() throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let path = folder.file("delivery.log")
         let log = try DeliveryLog(path: path)
@@ -229,7 +230,7 @@ struct DeliveryLogTests {
     }
 
     @Test func releasingTheLogWritesWhatIsBuffered() throws {
-        let folder = DeliveryTestFolder("log")
+        let folder = TemporaryFolder("log")
         defer { folder.remove() }
         let path = folder.file("delivery.log")
         do {

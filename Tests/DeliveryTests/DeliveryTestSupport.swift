@@ -4,25 +4,6 @@
 import Glibc
 #endif
 
-/// A fresh folder under /tmp, removed by `remove()`.
-struct DeliveryTestFolder {
-    let path: String
-
-    init(_ label: String) {
-        var template = Array("/tmp/carrier-\(label)-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(made != nil, "mkdtemp failed")
-        path = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
-    }
-
-    /// file - the path of `name` inside the folder.
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func remove() {
-        _ = system("rm -rf '\(path)'")
-    }
-}
-
 /// writeFile - create or replace `path` with `bytes`.
 func writeFile(_ path: String, _ bytes: [UInt8]) {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

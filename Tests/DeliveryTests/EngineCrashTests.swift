@@ -8,15 +8,7 @@ import Spool
 import Testing
 
 /// carrierPath - the carrier executable in the build products folder this test bundle runs from.
-func carrierPath() -> String? {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard n > 0 else { return nil }
-    let exe = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    guard let slash = exe.lastIndex(of: "/") else { return nil }
-    let folder = String(exe[..<slash])
-    return executablePath([folder + "/carrier", folder + "/../carrier", folder + "/../../carrier"])
-}
+func carrierPath() -> String? { builtExecutable("carrier") }
 
 @Suite("Engine crashes", .serialized)
 struct EngineCrashTests {

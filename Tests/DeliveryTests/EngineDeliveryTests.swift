@@ -1,5 +1,6 @@
 // EngineDeliveryTests.swift - the engine delivers a spool's recipients to a sink, exactly once
 
+import CarrierTesting
 import Delivery
 import Foundation
 import Sink

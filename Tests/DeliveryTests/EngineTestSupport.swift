@@ -1,25 +1,12 @@
 // EngineTestSupport.swift - a spool, a sink with a record file and an engine between them
 
+import CarrierTesting
 import Delivery
 import EventCore
 import Foundation
 import Scheduler
 import Sink
 import Spool
-
-/// A fresh folder under /tmp, removed by `remove()`.
-struct TemporaryFolder {
-    let path: String
-
-    init(_ label: String = "engine") {
-        var template = Array("/tmp/carrier-\(label)-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(made != nil, "mkdtemp failed")
-        path = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
 
 /// startRecordingSink - a sink on 127.0.0.1 (any port) writing one JSON line per message to `record`.
 func startRecordingSink(record: String, _ configure: (inout SinkConfiguration) -> Void = { _ in }) throws -> SinkServer {

@@ -1,6 +1,7 @@
 // RecipientCSVTests.swift - recipient lists: RFC 4180 forms, chunk splits, row errors and skipping, streaming
 
 #if canImport(Glibc)
+import CarrierTesting
 import Glibc
 #endif
 import SMTP
@@ -29,7 +30,7 @@ private func items(_ reader: inout RecipientCSVReader) -> [Item] {
 /// withCSV - `body` on a reader over `content`, read through a descriptor named "recipients.csv".
 private func withCSV<T>(_ content: [UInt8], chunkSize: Int = 64 * 1024, maximumRecordBytes: Int = 1 << 20,
                         _ body: (inout RecipientCSVReader) -> T) throws(RecipientCSVError) -> T {
-    let folder = DeliveryTestFolder("csv")
+    let folder = TemporaryFolder("csv")
     defer { folder.remove() }
     writeFile(folder.file("list.csv"), content)
     let fd = open(folder.file("list.csv"), O_RDONLY)
@@ -219,7 +220,7 @@ struct RecipientCSVTests {
     }
 
     @Test func readsByPath() throws {
-        let folder = DeliveryTestFolder("csv")
+        let folder = TemporaryFolder("csv")
         defer { folder.remove() }
         writeFile(folder.file("r.csv"), Array("email,n\na@x.io,1\n".utf8))
         var reader = try RecipientCSVReader(path: folder.file("r.csv"))
@@ -228,7 +229,7 @@ struct RecipientCSVTests {
 
     /// A million rows stream: after the first row only one chunk has been read, and every row arrives.
     @Test func aMillionRowsStream() throws {
-        let folder = DeliveryTestFolder("csv")
+        let folder = TemporaryFolder("csv")
         defer { folder.remove() }
         let path = folder.file("big.csv")
         let rows = 1_000_000

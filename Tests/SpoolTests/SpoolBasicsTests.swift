@@ -1,6 +1,7 @@
 // SpoolBasicsTests.swift - enqueue, read back, outcomes, reopen, locking, format details
 
 #if canImport(Glibc)
+import CarrierTesting
 import Glibc
 #endif
 import Testing

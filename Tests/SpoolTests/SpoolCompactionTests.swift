@@ -2,6 +2,7 @@
 // state survives a reopen, and a recipient claimed by `due` stays claimed
 
 #if canImport(Glibc)
+import CarrierTesting
 import Glibc
 #endif
 import Testing

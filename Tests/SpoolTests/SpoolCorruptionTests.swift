@@ -2,6 +2,7 @@
 // several segments: what recovery keeps, cuts, quarantines and reports
 
 #if canImport(Glibc)
+import CarrierTesting
 import Glibc
 #endif
 import Testing

@@ -10,16 +10,7 @@ import CarrierTesting
 @testable import Spool
 
 /// crashChildPath - SpoolCrashChild in the build products folder this test bundle runs from.
-private func crashChildPath() -> String? {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard n > 0 else { return nil }
-    let exe = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    guard let slash = exe.lastIndex(of: "/") else { return nil }
-    let folder = String(exe[..<slash])
-    /* Usually the bundle sits in the products folder itself; allow for a bundle folder a level or two down. */
-    return executablePath([folder + "/SpoolCrashChild", folder + "/../SpoolCrashChild", folder + "/../../SpoolCrashChild"])
-}
+private func crashChildPath() -> String? { builtExecutable("SpoolCrashChild") }
 
 /// What the child's output says about one recipient, accumulated over every run.
 private struct RecipientHistory {

@@ -2,6 +2,7 @@
 // check nothing acknowledged is lost, free space and go on
 
 #if canImport(Glibc)
+import CarrierTesting
 import Glibc
 #endif
 import Testing

@@ -3,6 +3,7 @@
 // segments so rotation and compaction really happen
 
 #if canImport(Glibc)
+import CarrierTesting
 import Glibc
 #endif
 import Testing

@@ -2,6 +2,7 @@
 // data, the open one may run on in zeros, and a record torn inside the zeros is cut off
 
 #if canImport(Glibc)
+import CarrierTesting
 import Glibc
 #endif
 import Testing

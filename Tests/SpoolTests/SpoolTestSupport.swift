@@ -3,23 +3,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CarrierTesting
 @testable import Spool
-
-/// A fresh folder under /tmp, removed by `remove()`.
-struct TemporaryFolder {
-    let path: String
-
-    init(_ label: String = "spool") {
-        var template = Array("/tmp/carrier-\(label)-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(made != nil, "mkdtemp failed")
-        path = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
-    }
-
-    func remove() {
-        _ = system("rm -rf '\(path)'")
-    }
-}
 
 /// testConfiguration - a spool in `folder` with test-friendly defaults.
 func testConfiguration(_ folder: String, shards: Int = 2, segmentSize: Int = 64 << 20,

@@ -74,7 +74,7 @@ public enum ServeRunner {
         defer { spool.close() }
         let reports = spool.recoveryReports
         for report in reports where !report.quarantined.isEmpty || report.truncatedBytes > 0 {
-            writeError("carrier serve: shard \(report.shard): truncated \(report.truncatedBytes) octets, quarantined \(report.quarantined), affected messages \(report.affectedMessages.map(\.description))\n")
+            writeStandardError("carrier serve: shard \(report.shard): truncated \(report.truncatedBytes) octets, quarantined \(report.quarantined), affected messages \(report.affectedMessages.map(\.description))\n")
         }
         let engine = try DeliveryEngine(spool: spool, configuration: options.settings.engine)
         let started = monotonicSeconds()
@@ -86,7 +86,7 @@ public enum ServeRunner {
             let signal = sigtimedwait(&signals, nil, &timeout)
             switch signal {
             case SIGINT, SIGTERM:
-                writeError("carrier serve: \(signal == SIGINT ? "SIGINT" : "SIGTERM"): draining the transactions in flight\n")
+                writeStandardError("carrier serve: \(signal == SIGINT ? "SIGINT" : "SIGTERM"): draining the transactions in flight\n")
                 break running
             case SIGHUP:
                 reload(engine, options)
@@ -97,14 +97,14 @@ public enum ServeRunner {
             let now = monotonicSeconds()
             if options.progress && now - lastProgress >= 1 {
                 lastProgress = now
-                writeError(progressLine(status, seconds: now - started) + "\n")
+                writeStandardError(progressLine(status, seconds: now - started) + "\n")
             }
             if options.drain && DeliveryEngine.isDrained(status) {
                 drained = true
                 break
             }
             if options.timeoutSeconds > 0 && now - started > Double(options.timeoutSeconds) {
-                writeError("carrier serve: --timeout of \(options.timeoutSeconds) s reached\n")
+                writeStandardError("carrier serve: --timeout of \(options.timeoutSeconds) s reached\n")
                 break
             }
         }
@@ -116,7 +116,7 @@ public enum ServeRunner {
     /// reload - read the configuration file again and apply its routes and shaping.
     private static func reload(_ engine: DeliveryEngine, _ options: ServeOptions) {
         guard let file = options.configurationFile else {
-            writeError("carrier serve: SIGHUP: no configuration file to read again (flags only)\n")
+            writeStandardError("carrier serve: SIGHUP: no configuration file to read again (flags only)\n")
             return
         }
         do {
@@ -124,9 +124,9 @@ public enum ServeRunner {
             var configuration = settings.engine
             configuration.logPath = options.settings.engine.logPath
             engine.reload(configuration)
-            writeError("carrier serve: SIGHUP: routes and shaping reloaded from \(file)\n")
+            writeStandardError("carrier serve: SIGHUP: routes and shaping reloaded from \(file)\n")
         } catch {
-            writeError("carrier serve: SIGHUP: \(error); keeping the running configuration\n")
+            writeStandardError("carrier serve: SIGHUP: \(error); keeping the running configuration\n")
         }
     }
 
@@ -139,19 +139,6 @@ public enum ServeRunner {
         let rate = seconds > 0 ? Double(delivered) / seconds : 0
         return "[" + pad(fixed(seconds, 1), 6, right: true) + "s] delivered \(delivered) (\(fixed(rate, 0))/s)  deferred \(deferred)  bounced \(bounced)  expired \(expired)"
             + "  |  ready \(status.ready)  in flight \(status.inFlight)  waiting \(status.waiting)"
-    }
-}
-
-/// writeError - text straight to standard error.
-func writeError(_ text: String) {
-    var text = text
-    text.withUTF8 { bytes in
-        var offset = 0
-        while offset < bytes.count {
-            let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
-            if n <= 0 { break }
-            offset += n
-        }
     }
 }
 
