@@ -8,7 +8,7 @@ SWIFT      ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/sw
 SWIFTC     ?= $(shell command -v swiftc 2>/dev/null || echo /opt/swift/usr/bin/swiftc)
 # Libraries the build links, and the real peers the tests start.
 BUILD_PKGS := libuv1-dev libssl-dev libc-ares-dev pkg-config
-TEST_PKGS  := dnsmasq-base openssl ca-certificates postfix chromium python3
+TEST_PKGS  := dnsmasq-base openssl ca-certificates postfix chromium python3 swaks curl
 
 
 .PHONY: all build release demo test sanitize fuzz fuzz-build bench bench-spool deps-build deps-test clean

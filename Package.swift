@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "Sink", targets: ["Sink"]),
         .library(name: "Blast", targets: ["Blast"]),
         .library(name: "Delivery", targets: ["Delivery"]),
+        .library(name: "Injection", targets: ["Injection"]),
         .library(name: "Carrier", targets: ["Carrier"]),
         .library(name: "CarrierTesting", targets: ["CarrierTesting"]),
     ],
@@ -35,6 +36,9 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         // The spool's due-time heap (HeapModule only: one small module, a few seconds to build).
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        // The HTTP injection API's server: no dependencies of its own, ~15 s to build (Hummingbird
+        // or Vapor would bring SwiftNIO: minutes per CI build); HTTP/1.1 parsing we need not write.
+        .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
     ],
     targets: [
         // System libraries, found through pkg-config; `make` installs the apt providers.
@@ -86,15 +90,22 @@ let package = Package(
             dependencies: ["EventCore", "SMTP", "SMTPStreams", "Spool", "Scheduler"],
             swiftSettings: strict
         ),
+        // Injection: the SMTP submission listener and the HTTP API, both acknowledging only durable mail.
+        .target(
+            name: "Injection",
+            dependencies: ["EventCore", "SMTP", "SMTPStreams", "Spool", "Delivery",
+                           .product(name: "FlyingFox", package: "FlyingFox")],
+            swiftSettings: strict
+        ),
         .target(
             name: "Carrier",
-            dependencies: ["EventCore", "SMTP", "Scheduler", "Spool", "Delivery", "Sink"],
+            dependencies: ["EventCore", "SMTP", "Scheduler", "Spool", "Delivery", "Sink", "Injection"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "carrier",
             dependencies: [
-                "Carrier", "Delivery", "Sink", "Blast", "Spool", "Scheduler",
+                "Carrier", "Delivery", "Sink", "Blast", "Spool", "Scheduler", "Injection",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -152,6 +163,12 @@ let package = Package(
         .testTarget(
             name: "DeliveryTests",
             dependencies: ["Delivery", "Carrier", "Sink", "Spool", "Scheduler", "SMTPStreams", "CarrierTesting"],
+            exclude: ["Peers"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "InjectionTests",
+            dependencies: ["Injection", "Carrier", "Delivery", "Sink", "Spool", "SMTPStreams", "CarrierTesting"],
             exclude: ["Peers"],
             swiftSettings: strict
         ),

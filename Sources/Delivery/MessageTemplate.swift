@@ -62,8 +62,12 @@ public struct MessageTemplate: Sendable {
     public var isPersonalised: Bool { !fields.isEmpty }
 
     /// init - cut a raw message (headers, blank line, body; LF or CRLF) into segments.
-    public init(_ message: [UInt8]) {
+    ///
+    /// With `mergeFields` false the message is literal: no `{{field}}` is
+    /// substituted (mail submitted over SMTP); only the added headers are.
+    public init(_ message: [UInt8], mergeFields: Bool = true) {
         var builder = TemplateBuilder()
+        builder.mergeFields = mergeFields
         message.withUnsafeBufferPointer { builder.build($0) }
         names = builder.names
         indexOfName = builder.indexOfName
@@ -143,6 +147,7 @@ private struct TemplateBuilder {
     var indexOfName: [String: Int] = [:]            /* name -> field index */
     var literals: [UInt8] = []                      /* literal runs, concatenated */
     var segments: [MessageTemplate.Segment] = []    /* the message in order */
+    var mergeFields = true                          /* false: every run is literal */
 
     /// Deepest multipart nesting followed; anything deeper is kept literal.
     static let maximumDepth = 32
@@ -218,6 +223,7 @@ private struct TemplateBuilder {
     /// A reference is `{{`, optional spaces or tabs, a name of `[A-Za-z0-9_.-]+`,
     /// optional spaces or tabs, `}}`. Anything else starting with `{{` is text.
     private mutating func scan(_ message: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, _ escaping: MessageTemplate.Escaping) {
+        guard mergeFields else { return literal(message, range) }
         var runStart = range.lowerBound
         var index = range.lowerBound
         while index + 1 < range.upperBound {

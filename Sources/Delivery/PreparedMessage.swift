@@ -23,7 +23,7 @@ final class PreparedMessage {
         id = stored.id
         sender = (try? ReversePath(parsing: stored.sender)) ?? .null
         metadata = stored.metadata
-        template = MessageTemplate(stored.body)
+        template = MessageTemplate(stored.body, mergeFields: !MessageHints.isLiteral(stored.metadata.hints))
         self.hostname = hostname
     }
 
@@ -61,5 +61,20 @@ struct MessageCache {
         }
         clock += 1
         entries[id] = (message, clock)
+    }
+}
+
+/// The engine's reading of a message's opaque hints (`MessageMetadata.hints`).
+///
+/// Hints are lines of text; the engine knows one: `literal`, a message whose
+/// `{{field}}` text is content, not merge references (mail submitted over
+/// SMTP, `carrier send`). Anything else is kept for other tools.
+public enum MessageHints {
+    /// The hints of a literal message.
+    public static let literal: [UInt8] = Array("literal".utf8)
+
+    /// isLiteral - true when `hints` has a `literal` line.
+    public static func isLiteral(_ hints: [UInt8]) -> Bool {
+        hints.split(separator: 0x0A).contains { $0.elementsEqual(literal) }
     }
 }

@@ -123,3 +123,25 @@ private func nameCurrentThread(_ name: String) {
     text.withUTF8 { _ = Glibc.write(fd, $0.baseAddress, $0.count) }
     Glibc.close(fd)
 }
+
+/// A one-value hand-over from a loop thread to a waiting thread.
+///
+/// Safe from any thread: `put` once, `take` blocks until then.
+public final class Handoff<Value: Sendable>: Sendable {
+    private let value = Mutex<Value?>(nil)
+    private let ready = DispatchSemaphore(value: 0)
+
+    public init() {}
+
+    /// put - store the value and wake the taker.
+    public func put(_ result: Value) {
+        value.withLock { $0 = result }
+        ready.signal()
+    }
+
+    /// take - wait for the value.
+    public func take() -> Value {
+        ready.wait()
+        return value.withLock { $0! }
+    }
+}

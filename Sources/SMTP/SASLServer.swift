@@ -293,7 +293,7 @@ private func unescapeSASLName(_ name: String) -> String? {
 }
 
 /// constantTimeEqual - compare secrets without an early exit that would leak where they differ.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     guard a.count == b.count else { return false }
     var difference: UInt8 = 0
     for index in a.indices { difference |= a[index] ^ b[index] }

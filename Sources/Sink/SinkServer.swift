@@ -14,7 +14,6 @@
 // sink its own port (or port 0).
 
 public import EventCore
-import Dispatch
 import SMTP
 import SMTPStreams
 import Synchronization
@@ -157,25 +156,5 @@ public final class SinkServer: Sendable {
             writeStandardError(now.liveLine(messagesPerSecond: rate))
             previous = now
         }
-    }
-}
-
-/// A one-value hand-over from a loop thread to a waiting thread.
-///
-/// Safe from any thread: `put` once, `take` blocks until then.
-final class Handoff<Value: Sendable>: Sendable {
-    private let value = Mutex<Value?>(nil)
-    private let ready = DispatchSemaphore(value: 0)
-
-    /// put - store the value and wake the taker.
-    func put(_ result: Value) {
-        value.withLock { $0 = result }
-        ready.signal()
-    }
-
-    /// take - wait for the value.
-    func take() -> Value {
-        ready.wait()
-        return value.withLock { $0! }
     }
 }

@@ -64,7 +64,7 @@ final class SinkWorker {
             shared.openConnections.subtract(1, ordering: .relaxed)
             counters.add(.connectionsRefused)
             counters.reply(421)
-            SinkRefusal.refuse(tcp, with: tooMany)
+            ConnectionRefusal.refuse(tcp, with: tooMany)
             return
         }
         let number = shared.connectionNumbers.add(1, ordering: .relaxed).newValue
@@ -151,35 +151,4 @@ final class SinkWorker {
         line.endObject()
         line.newline()
     }
-}
-
-/// Answers a connection over --max-connections with 421 and closes it.
-///
-/// Confined to the connection's loop thread; alive while the connection is
-/// (it is the stream's handler). The reply is followed by a half-close and
-/// the connection is closed when the client closes its side, or after five
-/// seconds: closing at once could reset the connection under a client that
-/// already sent EHLO, and the reset can destroy the 421 before it is read.
-final class SinkRefusal: ByteStreamHandler {
-    private let timer: LoopTimer
-
-    /// refuse - write `reply`, half-close, and close when the client is gone.
-    static func refuse(_ tcp: TCPConnection, with reply: ByteBuffer) {
-        let refusal = SinkRefusal(loop: tcp.loop)
-        tcp.handler = refusal
-        tcp.write(reply)
-        tcp.shutdownWrite()
-        tcp.startReading()
-        refusal.timer.schedule(after: 5_000) { [weak tcp] _ in tcp?.close() }
-    }
-
-    private init(loop: Loop) {
-        timer = LoopTimer(loop: loop)
-    }
-
-    func streamRead(_ stream: any ByteStream, _ bytes: UnsafeRawBufferPointer) -> Int { bytes.count }
-
-    func streamReadEOF(_ stream: any ByteStream) { stream.close() }
-
-    func streamClosed(_ stream: any ByteStream, error: (any Error)?) { timer.close() }
 }

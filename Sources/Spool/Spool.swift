@@ -91,15 +91,15 @@ public final class Spool: Sendable {
 
     // MARK: enqueue
 
-    /// enqueue - store a message; `completion` runs (on a spool thread) with its id once
-    /// every shard's part is durable, or with the error of the first part that failed
+    /// enqueue - store a message under `id`; `completion` runs (on a spool thread) with the
+    /// id once every shard's part is durable, or with the error of the first part that failed
     /// (then the parts that were stored are cancelled, so nothing of it is delivered).
-    public func enqueue(_ message: NewMessage, completion: @escaping @Sendable (Result<MessageID, SpoolError>) -> Void) {
+    public func enqueue(_ message: NewMessage, id: MessageID = Spool.newID(),
+                        completion: @escaping @Sendable (Result<MessageID, SpoolError>) -> Void) {
         guard !message.recipients.isEmpty else {
             completion(.failure(SpoolError(.invalid("a message needs at least one recipient"))))
             return
         }
-        let id = Spool.newID()
         let created = nowMilliseconds()
         var parts: [Int: [DecodedRecipient]] = [:]
         for (index, recipient) in message.recipients.enumerated() {

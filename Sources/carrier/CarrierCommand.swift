@@ -17,6 +17,7 @@ struct CarrierCommand: ParsableCommand {
             BlastCommand.self,
             QueueCommand.self,
             ShapingCommand.self,
+            HashPasswordCommand.self,
         ]
     )
 }

@@ -56,7 +56,7 @@ struct SendCommand: ParsableCommand {
         defer { opened.close() }
         do {
             let id = try opened.enqueue(NewMessage(sender: from, body: body,
-                                                   metadata: MessageMetadata(campaign: campaign, priority: bulk ? .bulk : .transactional),
+                                                   metadata: MessageMetadata(campaign: campaign, priority: bulk ? .bulk : .transactional, hints: MessageHints.literal),
                                                    recipients: recipients.map { NewRecipient($0) }))
             print("queued as \(id)")
             if let log {

@@ -4,6 +4,7 @@ import ArgumentParser
 import Carrier
 import Delivery
 import EventCore
+import Injection
 import Spool
 
 /// `carrier serve`: deliver what the spool holds, from a config file or flags.
@@ -45,6 +46,15 @@ struct ServeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The EHLO name.", valueName: "name"))
     var hostname: String?
 
+    @Option(name: .customLong("smtp-listen"), help: ArgumentHelp("Accept mail over SMTP on ADDR:PORT (repeatable); loopback may send without AUTH.", valueName: "addr"))
+    var smtpListen: [String] = []
+
+    @Option(name: .customLong("http-listen"), help: ArgumentHelp("Serve the HTTP injection API on ADDR:PORT (repeatable).", valueName: "addr"))
+    var httpListen: [String] = []
+
+    @Option(name: .customLong("http-token"), help: ArgumentHelp("A bearer token the HTTP API accepts (repeatable; at least 16 characters).", valueName: "token"))
+    var httpTokens: [String] = []
+
     @Flag(help: "Deliver everything due, then exit 0 once only recipients deferred into the future are left.")
     var drain = false
 
@@ -79,6 +89,28 @@ struct ServeCommand: ParsableCommand {
         if noDNS { settings.engine.dns = nil }
         if let mxPort { settings.engine.mxPort = mxPort }
         if let hostname { settings.engine.hostname = hostname }
+        if !smtpListen.isEmpty {
+            var listener = settings.submission ?? SubmissionConfiguration()
+            listener.listen = try smtpListen.map { text in
+                guard let address = SocketAddress(text) else { throw ValidationError("--smtp-listen \(text): expected ADDRESS:PORT, such as 127.0.0.1:2525") }
+                return address
+            }
+            if let hostname { listener.hostname = hostname }
+            if let problem = listener.problem() { throw ValidationError(problem) }
+            settings.submission = listener
+        }
+        if !httpListen.isEmpty || !httpTokens.isEmpty {
+            var listener = settings.http ?? HTTPInjectionConfiguration()
+            if !httpListen.isEmpty {
+                listener.listen = try httpListen.map { text in
+                    guard let address = SocketAddress(text) else { throw ValidationError("--http-listen \(text): expected ADDRESS:PORT, such as 127.0.0.1:8025") }
+                    return address
+                }
+            }
+            listener.tokens += httpTokens
+            if let problem = listener.problem() { throw ValidationError(problem) }
+            settings.http = listener
+        }
         var options = ServeOptions(settings: settings, configurationFile: config)
         options.drain = drain
         options.progress = !quiet

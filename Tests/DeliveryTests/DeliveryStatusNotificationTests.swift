@@ -253,6 +253,6 @@ struct DeliveryStatusNotificationTests {
     @Test(arguments: [(Int64(0), "Thu, 1 Jan 1970 00:00:00 +0000"), (784_887_151_999, "Tue, 15 Nov 1994 08:12:31 +0000"),
                       (1_709_210_096_000, "Thu, 29 Feb 2024 12:34:56 +0000")])
     func dates(_ milliseconds: Int64, _ expected: String) {
-        #expect(DeliveryStatusNotification.rfc5322Date(milliseconds) == expected)
+        #expect(rfc5322Date(milliseconds) == expected)
     }
 }

@@ -7,6 +7,7 @@
 
 public import Delivery
 import EventCore
+public import Injection
 import SMTP
 public import Spool
 
@@ -18,6 +19,10 @@ public struct CarrierSettings: Sendable {
     public var engine = EngineConfiguration()
     /// The shaping file, when one is named.
     public var shapingFile: String?
+    /// The SMTP submission listener, when configured.
+    public var submission: SubmissionConfiguration?
+    /// The HTTP injection API, when configured.
+    public var http: HTTPInjectionConfiguration?
 
     public init() {}
 }
@@ -72,6 +77,51 @@ public enum CarrierFile {
                 case "max_size": settings.engine.logMaxBytes = try size(value, error)
                 default: throw error("unknown key \(entry.key) in [log]")
                 }
+            case ("smtp_listener", 1):
+                var listener = settings.submission ?? SubmissionConfiguration()
+                switch entry.key {
+                case "listen": listener.listen = try addresses(value, error)
+                case "threads": listener.threads = try positive(value, error)
+                case "hostname": listener.hostname = try string(value, error)
+                case "tls_certificate": listener.tlsCertificate = try string(value, error)
+                case "tls_key": listener.tlsKey = try string(value, error)
+                case "users_file":
+                    let path = try string(value, error)
+                    guard let text = readTextFile(path) else { throw error("cannot read users_file \(path)") }
+                    do { listener.users = try SubmissionUsers(parsing: text, file: path) } catch { throw ConfigurationError(file: path, line: error.line, error.message) }
+                case "trusted_networks":
+                    listener.trustedNetworks = []
+                    for text in try strings(value, error) {
+                        guard let prefix = NetworkPrefix(text) else { throw error("trusted_networks: \(text) is not an address block such as 10.0.0.0/8") }
+                        listener.trustedNetworks.append(prefix)
+                    }
+                case "max_connections": listener.maximumConnections = try positive(value, error)
+                case "max_connections_per_client": listener.maximumConnectionsPerClient = try positive(value, error)
+                case "max_message_size": listener.maximumMessageSize = try size(value, error)
+                case "max_recipients": listener.maximumRecipients = try positive(value, error)
+                case "command_timeout": listener.commandTimeoutMilliseconds = UInt64(try ShapingFile.duration(value, error))
+                case "data_timeout": listener.dataTimeoutMilliseconds = UInt64(try ShapingFile.duration(value, error))
+                case "default_class":
+                    let text = try string(value, error)
+                    guard let priority = PriorityClass(name: text) else { throw error("default_class must be \"transactional\" or \"bulk\"") }
+                    listener.defaultPriority = priority
+                default: throw error("unknown key \(entry.key) in [smtp_listener]")
+                }
+                settings.submission = listener
+            case ("http_listener", 1):
+                var listener = settings.http ?? HTTPInjectionConfiguration()
+                switch entry.key {
+                case "listen": listener.listen = try addresses(value, error)
+                case "tokens": listener.tokens += try strings(value, error)
+                case "token_file":
+                    let path = try string(value, error)
+                    guard let text = readTextFile(path) else { throw error("cannot read token_file \(path)") }
+                    listener.tokens += text.split(separator: "\n").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+                case "max_request_size": listener.maximumRequestSize = try size(value, error)
+                case "idle_timeout": listener.idleTimeoutSeconds = Double(try ShapingFile.duration(value, error)) / 1000
+                default: throw error("unknown key \(entry.key) in [http_listener]")
+                }
+                settings.http = listener
             case ("route", 2):
                 let index = Int(entry.table[1])!
                 var route = routes[index] ?? Route(domain: "", hops: [])
@@ -134,6 +184,8 @@ public enum CarrierFile {
             list.append(route)
         }
         settings.engine.routes = RouteTable(list)
+        if let problem = settings.submission?.problem() { throw ConfigurationError(file: file, line: 0, "[smtp_listener]: \(problem)") }
+        if let problem = settings.http?.problem() { throw ConfigurationError(file: file, line: 0, "[http_listener]: \(problem)") }
         if let shaping = settings.shapingFile {
             guard let text = readTextFile(shaping) else {
                 throw ConfigurationError(file: file, line: 0, "cannot read the shaping file \(shaping)")
@@ -154,6 +206,15 @@ public enum CarrierFile {
         for item in items {
             guard case .string(let text) = item else { throw error("expected an array of strings, not \(value)") }
             out.append(text)
+        }
+        return out
+    }
+
+    private static func addresses(_ value: TOMLValue, _ error: (String) -> ConfigurationError) throws(ConfigurationError) -> [SocketAddress] {
+        var out: [SocketAddress] = []
+        for text in try strings(value, error) {
+            guard let address = SocketAddress(text) else { throw error("listen: \(text) is not ADDRESS:PORT (an IP address, such as 127.0.0.1:2525 or [::1]:2525)") }
+            out.append(address)
         }
         return out
     }
@@ -196,5 +257,13 @@ public enum CarrierFile {
             }
             throw error("durability must be \"fsync\", \"interval:100ms\" or \"none\", not \"\(text)\"")
         }
+    }
+}
+
+extension String {
+    /// trimmingSpaces - without leading and trailing spaces, tabs and CRs.
+    func trimmingSpaces() -> String {
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
+        return String(drop(while: blank).reversed().drop(while: blank).reversed())
     }
 }

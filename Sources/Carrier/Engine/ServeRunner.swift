@@ -8,6 +8,7 @@
 // SIGHUP re-reads the configuration file and applies its routes and shaping.
 
 public import Delivery
+import Injection
 import Scheduler
 public import Spool
 
@@ -77,6 +78,23 @@ public enum ServeRunner {
             writeStandardError("carrier serve: shard \(report.shard): truncated \(report.truncatedBytes) octets, quarantined \(report.quarantined), affected messages \(report.affectedMessages.map(\.description))\n")
         }
         let engine = try DeliveryEngine(spool: spool, configuration: options.settings.engine)
+        /* Injectors start once the engine is subscribed, so what they accept is picked up at once. */
+        var smtp: SubmissionServer?
+        var http: HTTPInjectionServer?
+        do {
+            if let listener = options.settings.submission {
+                smtp = try SubmissionServer.start(listener, spool: spool)
+                writeStandardError("carrier serve: SMTP listener on \(smtp!.addresses.map(\.description).joined(separator: ", "))\n")
+            }
+            if let listener = options.settings.http {
+                http = try HTTPInjectionServer.start(listener, spool: spool)
+                writeStandardError("carrier serve: HTTP API on \(http!.addresses.map(\.description).joined(separator: ", "))\n")
+            }
+        } catch {
+            smtp?.stop()
+            engine.stop()
+            throw EngineError("\(error)")
+        }
         let started = monotonicSeconds()
         var lastProgress = started
         var drained = false
@@ -108,6 +126,9 @@ public enum ServeRunner {
                 break
             }
         }
+        /* Stop taking mail first (answering what is being stored), then drain the deliveries. */
+        smtp?.stop()
+        http?.stop()
         engine.stop()
         status = engine.status()
         return ServeSummary(status: status, seconds: monotonicSeconds() - started, drained: drained, recovery: reports)

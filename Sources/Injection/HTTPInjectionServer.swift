@@ -1,0 +1,244 @@
+// HTTPInjectionServer.swift - the HTTP injection API: POST /api/inject/v1 and GET /api/health
+//
+// HTTP/1.1 comes from FlyingFox (swhitty/FlyingFox): a small, maintained
+// server with no dependencies of its own, which builds in about 15 seconds,
+// where Hummingbird or Vapor would bring SwiftNIO and add minutes to every CI
+// build. Its throughput is far above what this API needs (one request per
+// message or per campaign): about 25,000 small requests a second over 20
+// keep-alive connections on this 2-core machine, once TCP_NODELAY is set on
+// its sockets (`NoDelayPool`; without it each keep-alive response waits 40 ms
+// for a delayed ACK, since FlyingFox writes headers and body separately).
+//
+// The API runs on Swift concurrency in its own threads, off the delivery
+// path. A request is answered 200 only after the spool's group commit holding
+// its message is durable; bad input gets a 4xx with a JSON error naming the
+// field, and nothing of it is stored.
+
+import Dispatch
+public import EventCore
+import FlyingFox
+import FlyingSocks
+import Foundation
+import SMTP
+public import Spool
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP API's settings ([http_listener] in carrier.toml, or `--http-listen`).
+///
+/// A value; safe to send between threads.
+public struct HTTPInjectionConfiguration: Sendable {
+    /// Addresses to listen on.
+    public var listen: [EventCore.SocketAddress] = []
+    /// Bearer tokens accepted in `Authorization: Bearer TOKEN`; at least one is required.
+    public var tokens: [String] = []
+    /// Largest request body, in octets; larger ones get 413.
+    public var maximumRequestSize = 64 << 20
+    /// Seconds a connection may sit idle between requests.
+    public var idleTimeoutSeconds = 60.0
+
+    public init() {}
+
+    /// problem - a description of the first unusable setting, or nil.
+    public func problem() -> String? {
+        if listen.isEmpty { return "the HTTP listener needs at least one listen address" }
+        if tokens.isEmpty { return "the HTTP listener needs at least one bearer token (tokens, token_file or --http-token)" }
+        if tokens.contains(where: { $0.count < 16 }) { return "HTTP bearer tokens must be at least 16 characters" }
+        if maximumRequestSize < 1024 { return "max_request_size must be at least 1KiB" }
+        return nil
+    }
+}
+
+/// A running HTTP injection API.
+///
+/// Safe from any thread; `stop()` is idempotent. Requests run as tasks on
+/// Swift's cooperative pool, never on a loop thread.
+public final class HTTPInjectionServer: Sendable {
+    /// The bound addresses (real ports when port 0 was asked for).
+    public let addresses: [EventCore.SocketAddress]
+    private let servers: [HTTPServer]
+    private let tasks: [Task<Void, any Error>]
+    private let stopped = Atomic<Bool>(false)
+
+    private init(addresses: [EventCore.SocketAddress], servers: [HTTPServer], tasks: [Task<Void, any Error>]) {
+        self.addresses = addresses
+        self.servers = servers
+        self.tasks = tasks
+    }
+
+    /// start - listen on every address; returns once each is listening.
+    public static func start(_ configuration: HTTPInjectionConfiguration, spool: Spool) throws(InjectionError) -> HTTPInjectionServer {
+        if let problem = configuration.problem() { throw InjectionError(problem) }
+        let handler = InjectionHandler(configuration: configuration, spool: spool)
+        var servers: [HTTPServer] = []
+        var tasks: [Task<Void, any Error>] = []
+        var bound: [EventCore.SocketAddress] = []
+        for address in configuration.listen {
+            let socketAddress: any FlyingSocks.SocketAddress
+            do {
+                socketAddress = address.ip.isIPv6
+                    ? try sockaddr_in6.inet6(ip6: address.ip.description, port: address.port)
+                    : try sockaddr_in.inet(ip4: address.ip.description, port: address.port)
+            } catch {
+                throw InjectionError("cannot listen on \(address): \(error)")
+            }
+            let config = HTTPServer.Configuration(address: socketAddress, timeout: configuration.idleTimeoutSeconds,
+                                                  pool: NoDelayPool(base: HTTPServer.defaultPool()), logger: .disabled)
+            let server = HTTPServer(config: config, handler: handler)
+            let task = Task { try await server.run() }
+            let listening = Handoff<Result<EventCore.SocketAddress, InjectionError>>()
+            Task {
+                do {
+                    try await server.waitUntilListening(timeout: 5)
+                    var port = address.port
+                    if case .ip4(_, let real)? = await server.listeningAddress { port = real }
+                    if case .ip6(_, let real)? = await server.listeningAddress { port = real }
+                    listening.put(.success(EventCore.SocketAddress(ip: address.ip, port: port)))
+                } catch {
+                    task.cancel()
+                    listening.put(.failure(InjectionError("cannot listen on \(address) for HTTP: \(error)")))
+                }
+            }
+            switch listening.take() {
+            case .success(let address):
+                bound.append(address)
+                servers.append(server)
+                tasks.append(task)
+            case .failure(let error):
+                HTTPInjectionServer(addresses: bound, servers: servers, tasks: tasks).stop()
+                throw error
+            }
+        }
+        return HTTPInjectionServer(addresses: bound, servers: servers, tasks: tasks)
+    }
+
+    /// stop - close the listeners and wait (up to five seconds) for requests in progress.
+    public func stop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let done = DispatchSemaphore(value: 0)
+        let servers = self.servers
+        Task {
+            for server in servers { await server.stop(timeout: 5) }
+            done.signal()
+        }
+        done.wait()
+        tasks.forEach { $0.cancel() }
+    }
+}
+
+/// Sets TCP_NODELAY on every socket the server waits on, then defers to the real pool.
+///
+/// Accepted sockets inherit the option from the listening socket on Linux; the
+/// call on each wait costs one setsockopt and covers any that did not.
+struct NoDelayPool: AsyncSocketPool {
+    let base: any AsyncSocketPool
+
+    func prepare() async throws { try await base.prepare() }
+    func run() async throws { try await base.run() }
+
+    func suspendSocket(_ socket: Socket, untilReadyFor events: Socket.Events) async throws {
+        try? socket.setValue(true, for: BoolSocketOption(level: Int32(IPPROTO_TCP), name: TCP_NODELAY))
+        try await base.suspendSocket(socket, untilReadyFor: events)
+    }
+}
+
+/// Answers the API's requests.
+///
+/// Immutable; safe from any task.
+struct InjectionHandler: HTTPHandler {
+    let configuration: HTTPInjectionConfiguration
+    let spool: Spool
+    private let tokens: [[UInt8]]
+
+    init(configuration: HTTPInjectionConfiguration, spool: Spool) {
+        self.configuration = configuration
+        self.spool = spool
+        tokens = configuration.tokens.map { Array($0.utf8) }
+    }
+
+    func handleRequest(_ request: HTTPRequest) async throws -> HTTPResponse {
+        switch (request.method, request.path) {
+        case (.GET, "/api/health"):
+            return json(.ok, ["status": "ok", "shards": spool.shards.count])
+        case (.POST, "/api/inject/v1"):
+            return await inject(request)
+        case (_, "/api/inject/v1"), (_, "/api/health"):
+            return json(.methodNotAllowed, ["error": "method \(request.method.rawValue) not allowed here"])
+        default:
+            return json(.notFound, ["error": "no such endpoint: \(request.path)"])
+        }
+    }
+
+    /// inject - check the token and the body, store the message, answer once it is durable.
+    private func inject(_ request: HTTPRequest) async -> HTTPResponse {
+        guard authorised(request.headers[HTTPHeader("Authorization")]) else {
+            var response = json(.unauthorized, ["error": "a valid bearer token is required (Authorization: Bearer TOKEN)"])
+            response.headers[HTTPHeader("WWW-Authenticate")] = "Bearer realm=\"carrier\""
+            return response
+        }
+        if let length = request.headers[HTTPHeader("Content-Length")].flatMap(Int.init), length > configuration.maximumRequestSize {
+            return tooLarge()
+        }
+        var body = Data()
+        do {
+            for try await chunk in request.bodySequence {
+                body.append(chunk)
+                if body.count > configuration.maximumRequestSize { return tooLarge() }
+            }
+        } catch {
+            return json(.badRequest, ["error": "cannot read the request body: \(error)"])
+        }
+        let parsed: InjectRequest
+        do {
+            parsed = try InjectRequest.parse(body, now: nowMilliseconds())
+        } catch {
+            return json(.badRequest, ["error": error.description, "field": error.field])
+        }
+        let count = parsed.message.recipients.count
+        let result: Result<MessageID, SpoolError> = await withCheckedContinuation { continuation in
+            spool.enqueue(parsed.message) { continuation.resume(returning: $0) }
+        }
+        switch result {
+        case .success(let id):
+            return json(.ok, ["success_count": count, "fail_count": 0, "failed_recipients": [String](),
+                              "errors": [String](), "id": id.description])
+        case .failure(let error):
+            if error.reason == .diskFull {
+                var response = json(.serviceUnavailable, ["error": "insufficient storage: nothing was queued; retry later"])
+                response.headers[HTTPHeader("Retry-After")] = "60"
+                return response
+            }
+            writeStandardErrorLine("carrier: HTTP API: cannot store a message: \(error)")
+            return json(.internalServerError, ["error": "the queue could not store the message; nothing was queued"])
+        }
+    }
+
+    /// authorised - true when `header` is `Bearer` and one of the tokens (compared in constant time).
+    private func authorised(_ header: String?) -> Bool {
+        guard let header, header.count > 7, header.prefix(7).lowercased() == "bearer " else { return false }
+        let given = Array(header.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
+        var found = false
+        for token in tokens where constantTimeEqual(token, given) { found = true }
+        return found
+    }
+
+    private func tooLarge() -> HTTPResponse {
+        var response = json(.payloadTooLarge, ["error": "the request body is larger than \(configuration.maximumRequestSize) octets"])
+        response.headers[HTTPHeader("Connection")] = "close"
+        return response
+    }
+
+    private func json(_ status: HTTPStatusCode, _ object: [String: any Sendable]) -> HTTPResponse {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return HTTPResponse(statusCode: status, headers: [HTTPHeader("Content-Type"): "application/json"], body: data + Data("\n".utf8))
+    }
+}
+
+/// writeStandardErrorLine - one diagnostic line on standard error.
+private func writeStandardErrorLine(_ text: String) {
+    let line = text + "\n"
+    line.withCString { _ = write(2, $0, strlen($0)) }
+}

@@ -1,0 +1,168 @@
+// SubmissionIntake.swift - a message received over SMTP made into what the spool stores
+//
+// Pure functions, no I/O: the listener calls them on its loop thread between
+// the end of DATA and the enqueue. They
+//   - take the priority class and campaign from the X-Carrier-Class and
+//     X-Carrier-Campaign header fields (removed here, so they never reach a
+//     recipient), else from the authenticated user's defaults, else from the
+//     listener's default class;
+//   - add a Received field (RFC 5321 §4.4) naming the client, the protocol
+//     (RFC 3848: ESMTP, ESMTPS, ESMTPA, ESMTPSA) and the queue id;
+//   - mark the message literal: the engine substitutes `{{field}}` merge
+//     references only in campaign templates, never in submitted mail.
+
+public import EventCore
+import Delivery
+public import SMTP
+public import Spool
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who handed a message over and how; the Received field is written from it.
+///
+/// A value; safe to send between threads.
+public struct SubmissionContext: Sendable {
+    public var hostname: String
+    public var clientAddress: IPAddress?
+    public var heloName: String?
+    public var isTLS: Bool
+    public var authenticatedUser: String?
+    /// Milliseconds since the Unix epoch.
+    public var receivedAt: Int64
+
+    public init(hostname: String, clientAddress: IPAddress?, heloName: String?, isTLS: Bool,
+                authenticatedUser: String?, receivedAt: Int64) {
+        self.hostname = hostname
+        self.clientAddress = clientAddress
+        self.heloName = heloName
+        self.isTLS = isTLS
+        self.authenticatedUser = authenticatedUser
+        self.receivedAt = receivedAt
+    }
+}
+
+/// Why a received message is refused before it is stored (answered 550 5.6.0).
+public struct IntakeRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// Turns received messages into spool messages.
+public enum SubmissionIntake {
+    /// The header fields that steer a message inside Carrier; removed before storing.
+    public static let classField = "x-carrier-class"
+    public static let campaignField = "x-carrier-campaign"
+
+    /// prepare - the message to enqueue for `received`, stored under `id`.
+    public static func prepare(
+        _ received: ReceivedMessage, id: MessageID, context: SubmissionContext,
+        defaults: SubmissionUserDefaults?, defaultPriority: PriorityClass
+    ) throws(IntakeRefusal) -> NewMessage {
+        let sender: String
+        switch received.sender {
+        case .null: sender = ""
+        case .mailbox(let address): sender = address.description
+        }
+        var headerClass: String?
+        var headerCampaign: String?
+        var body: [UInt8] = []
+        body.reserveCapacity(received.body.readableBytes + 256)
+        body.append(contentsOf: receivedField(received, id: id, context: context).utf8)
+        received.body.withUnsafeReadableBytes { bytes in
+            let end = headerEnd(bytes)
+            var start = 0
+            while start < end {
+                let stop = fieldEnd(bytes, from: start, limit: end)
+                switch fieldName(bytes, start, stop) {
+                case classField: headerClass = fieldValue(bytes, start, stop)
+                case campaignField: headerCampaign = fieldValue(bytes, start, stop)
+                default: body.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<stop]))
+                }
+                start = stop
+            }
+            body.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[end...]))
+        }
+        var metadata = MessageMetadata(priority: defaults?.priority ?? defaultPriority)
+        metadata.campaign = defaults?.campaign ?? ""
+        metadata.tenant = defaults?.tenant ?? ""
+        if let headerClass {
+            guard let priority = PriorityClass(name: headerClass) else {
+                throw IntakeRefusal(message: "X-Carrier-Class must be transactional or bulk, not \(headerClass.prefix(64))")
+            }
+            metadata.priority = priority
+        }
+        if let headerCampaign { metadata.campaign = String(headerCampaign.prefix(256)) }
+        metadata.hints = MessageHints.literal
+        let recipients = received.recipients.map { NewRecipient($0.address.description) }
+        return NewMessage(sender: sender, body: body, metadata: metadata, recipients: recipients)
+    }
+
+    /// receivedField - `Received: from HELO (IP) by HOST (Carrier) with ESMTPSA id ID for <rcpt>; DATE`.
+    static func receivedField(_ received: ReceivedMessage, id: MessageID, context: SubmissionContext) -> String {
+        var protocolName = "ESMTP"
+        if context.isTLS { protocolName += "S" }
+        if context.authenticatedUser != nil { protocolName += "A" }
+        let helo = sanitised(context.heloName ?? "unknown")
+        let client = context.clientAddress.map { $0.isIPv6 ? "IPv6:\($0)" : "\($0)" } ?? "unknown"
+        var text = "Received: from \(helo) ([\(client)])\r\n\tby \(sanitised(context.hostname)) (Carrier) with \(protocolName) id \(id)"
+        if received.recipients.count == 1 { text += "\r\n\tfor \(received.recipients[0].address.path)" }
+        return text + "; " + rfc5322Date(context.receivedAt) + "\r\n"
+    }
+
+    /// sanitised - `text` with anything but printable ASCII outside parentheses replaced, so it cannot break the field.
+    private static func sanitised(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.prefix(255).map {
+            ($0.value > 0x20 && $0.value < 0x7F && $0 != "(" && $0 != ")") ? $0 : "_"
+        }))
+    }
+
+    /// headerEnd - the offset of the blank line ending the header section (or the end, if none).
+    static func headerEnd(_ bytes: UnsafeRawBufferPointer) -> Int {
+        var start = 0
+        while start < bytes.count {
+            if bytes[start] == 0x0D && start + 1 < bytes.count && bytes[start + 1] == 0x0A { return start }
+            if bytes[start] == 0x0A { return start }
+            guard let lineEnd = nextLine(bytes, from: start) else { return bytes.count }
+            start = lineEnd
+        }
+        return bytes.count
+    }
+
+    /// fieldEnd - the end of the field starting at `start`: its line and every continuation line.
+    static func fieldEnd(_ bytes: UnsafeRawBufferPointer, from start: Int, limit: Int) -> Int {
+        var stop = nextLine(bytes, from: start) ?? limit
+        while stop < limit && (bytes[stop] == 0x20 || bytes[stop] == 0x09) {
+            stop = nextLine(bytes, from: stop) ?? limit
+        }
+        return min(stop, limit)
+    }
+
+    /// nextLine - the offset just past the LF ending the line at `start`; nil when there is none.
+    private static func nextLine(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        guard start < bytes.count, let base = bytes.baseAddress,
+              let found = memchr(base + start, 0x0A, bytes.count - start) else { return nil }
+        return UnsafeRawPointer(found) - base + 1
+    }
+
+    /// fieldName - the field's name, lowercased ("" for a line without a colon).
+    static func fieldName(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ stop: Int) -> String {
+        var index = start
+        while index < stop && bytes[index] != UInt8(ascii: ":") {
+            if bytes[index] == 0x0A || index - start > 64 { return "" }
+            index += 1
+        }
+        guard index < stop else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self).lowercased()
+    }
+
+    /// fieldValue - the value after the colon, unfolded and trimmed.
+    static func fieldValue(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ stop: Int) -> String {
+        var index = start
+        while index < stop && bytes[index] != UInt8(ascii: ":") { index += 1 }
+        let raw = bytes[min(index + 1, stop)..<stop].filter { $0 != 0x0D && $0 != 0x0A }
+        let text = String(decoding: raw, as: UTF8.self)
+        return String(text.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}
