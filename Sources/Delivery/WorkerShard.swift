@@ -34,6 +34,8 @@ public struct ShardStatus: Sendable {
     public var inFlight = 0           /* transactions started and not finished */
     public var resolving = 0          /* recipients whose domain is being looked up */
     public var byDomain: [String: DomainCounters] = [:]
+
+    public init() {}
 }
 
 /// One worker shard. Confined to its loop thread; other threads reach it only through

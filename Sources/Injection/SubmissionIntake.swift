@@ -25,21 +25,29 @@ import Glibc
 /// A value; safe to send between threads.
 public struct SubmissionContext: Sendable {
     public var hostname: String
-    public var clientAddress: IPAddress?
+    /// The client's address as written in the Received field (`192.0.2.1`, `IPv6:2001:db8::1`).
+    public var client: String
     public var heloName: String?
     public var isTLS: Bool
     public var authenticatedUser: String?
-    /// Milliseconds since the Unix epoch.
-    public var receivedAt: Int64
+    /// The RFC 5322 date of receipt (`rfc5322Date`; the listener reuses one per second).
+    public var date: String
 
-    public init(hostname: String, clientAddress: IPAddress?, heloName: String?, isTLS: Bool,
-                authenticatedUser: String?, receivedAt: Int64) {
+    public init(hostname: String, client: String, heloName: String?, isTLS: Bool,
+                authenticatedUser: String?, date: String) {
         self.hostname = hostname
-        self.clientAddress = clientAddress
+        self.client = client
         self.heloName = heloName
         self.isTLS = isTLS
         self.authenticatedUser = authenticatedUser
-        self.receivedAt = receivedAt
+        self.date = date
+    }
+}
+
+extension SubmissionContext {
+    /// clientText - how the Received field names a client address.
+    public static func clientText(_ address: IPAddress?) -> String {
+        address.map { $0.isIPv6 ? "IPv6:\($0)" : "\($0)" } ?? "unknown"
     }
 }
 
@@ -52,8 +60,8 @@ public struct IntakeRefusal: Error, Sendable, Equatable, CustomStringConvertible
 /// Turns received messages into spool messages.
 public enum SubmissionIntake {
     /// The header fields that steer a message inside Carrier; removed before storing.
-    public static let classField = "x-carrier-class"
-    public static let campaignField = "x-carrier-campaign"
+    public static let classField: StaticString = "x-carrier-class"
+    public static let campaignField: StaticString = "x-carrier-campaign"
 
     /// prepare - the message to enqueue for `received`, stored under `id`.
     public static func prepare(
@@ -69,16 +77,18 @@ public enum SubmissionIntake {
         var headerCampaign: String?
         var body: [UInt8] = []
         body.reserveCapacity(received.body.readableBytes + 256)
-        body.append(contentsOf: receivedField(received, id: id, context: context).utf8)
+        appendReceivedField(received, id: id, context: context, to: &body)
         received.body.withUnsafeReadableBytes { bytes in
             let end = headerEnd(bytes)
             var start = 0
             while start < end {
                 let stop = fieldEnd(bytes, from: start, limit: end)
-                switch fieldName(bytes, start, stop) {
-                case classField: headerClass = fieldValue(bytes, start, stop)
-                case campaignField: headerCampaign = fieldValue(bytes, start, stop)
-                default: body.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<stop]))
+                if fieldNamed(classField, bytes, start, stop) {
+                    headerClass = fieldValue(bytes, start, stop)
+                } else if fieldNamed(campaignField, bytes, start, stop) {
+                    headerCampaign = fieldValue(bytes, start, stop)
+                } else {
+                    body.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<stop]))
                 }
                 start = stop
             }
@@ -99,21 +109,34 @@ public enum SubmissionIntake {
         return NewMessage(sender: sender, body: body, metadata: metadata, recipients: recipients)
     }
 
-    /// receivedField - `Received: from HELO (IP) by HOST (Carrier) with ESMTPSA id ID for <rcpt>; DATE`.
-    static func receivedField(_ received: ReceivedMessage, id: MessageID, context: SubmissionContext) -> String {
-        var protocolName = "ESMTP"
-        if context.isTLS { protocolName += "S" }
-        if context.authenticatedUser != nil { protocolName += "A" }
-        let helo = sanitised(context.heloName ?? "unknown")
-        let client = context.clientAddress.map { $0.isIPv6 ? "IPv6:\($0)" : "\($0)" } ?? "unknown"
-        var text = "Received: from \(helo) ([\(client)])\r\n\tby \(sanitised(context.hostname)) (Carrier) with \(protocolName) id \(id)"
-        if received.recipients.count == 1 { text += "\r\n\tfor \(received.recipients[0].address.path)" }
-        return text + "; " + rfc5322Date(context.receivedAt) + "\r\n"
+    /// appendReceivedField - `Received: from HELO ([IP]) by HOST (Carrier) with ESMTPSA id ID for <rcpt>; DATE`.
+    static func appendReceivedField(_ received: ReceivedMessage, id: MessageID, context: SubmissionContext, to out: inout [UInt8]) {
+        out.append(contentsOf: "Received: from ".utf8)
+        out.append(contentsOf: sanitised(context.heloName ?? "unknown").utf8)
+        out.append(contentsOf: " ([".utf8)
+        out.append(contentsOf: context.client.utf8)
+        out.append(contentsOf: "])\r\n\tby ".utf8)
+        out.append(contentsOf: sanitised(context.hostname).utf8)
+        out.append(contentsOf: " (Carrier) with ESMTP".utf8)
+        if context.isTLS { out.append(UInt8(ascii: "S")) }
+        if context.authenticatedUser != nil { out.append(UInt8(ascii: "A")) }
+        out.append(contentsOf: " id ".utf8)
+        out.append(contentsOf: id.description.utf8)
+        if received.recipients.count == 1 {
+            out.append(contentsOf: "\r\n\tfor ".utf8)
+            out.append(contentsOf: received.recipients[0].address.path.utf8)
+        }
+        out.append(contentsOf: "; ".utf8)
+        out.append(contentsOf: context.date.utf8)
+        out.append(contentsOf: "\r\n".utf8)
     }
 
     /// sanitised - `text` with anything but printable ASCII outside parentheses replaced, so it cannot break the field.
     private static func sanitised(_ text: String) -> String {
-        String(String.UnicodeScalarView(text.unicodeScalars.prefix(255).map {
+        if text.utf8.count <= 255 && text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "(") && $0 != UInt8(ascii: ")") }) {
+            return text
+        }
+        return String(String.UnicodeScalarView(text.unicodeScalars.prefix(255).map {
             ($0.value > 0x20 && $0.value < 0x7F && $0 != "(" && $0 != ")") ? $0 : "_"
         }))
     }
@@ -146,15 +169,13 @@ public enum SubmissionIntake {
         return UnsafeRawPointer(found) - base + 1
     }
 
-    /// fieldName - the field's name, lowercased ("" for a line without a colon).
-    static func fieldName(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ stop: Int) -> String {
-        var index = start
-        while index < stop && bytes[index] != UInt8(ascii: ":") {
-            if bytes[index] == 0x0A || index - start > 64 { return "" }
-            index += 1
-        }
-        guard index < stop else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self).lowercased()
+    /// fieldNamed - true when the field at `start` is called `name` (ASCII, lowercase; compared without case).
+    static func fieldNamed(_ name: StaticString, _ bytes: UnsafeRawBufferPointer, _ start: Int, _ stop: Int) -> Bool {
+        let count = name.utf8CodeUnitCount
+        guard stop - start > count, bytes[start + count] == UInt8(ascii: ":") else { return false }
+        let letters = name.utf8Start
+        for index in 0..<count where bytes[start + index] | 0x20 != letters[index] { return false }
+        return true
     }
 
     /// fieldValue - the value after the colon, unfolded and trimmed.

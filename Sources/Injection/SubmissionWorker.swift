@@ -24,6 +24,8 @@ final class SubmissionWorker {
     private var mailbox: Mailbox<StoreResult>!
     private var waiting: [UInt64: SubmissionSession] = [:]     /* sessions whose message is being stored */
     private var nextNumber: UInt64 = 0
+    private var dateSecond: Int64 = -1                          /* the second `dateText` was made for */
+    private var dateText = ""
 
     /// A spool completion, posted from a spool thread to this loop.
     struct StoreResult: Sendable {
@@ -80,6 +82,16 @@ final class SubmissionWorker {
             credentials: shared.configuration.users, crypto: shared.crypto, delegate: session)
     }
 
+    /// dateNow - the RFC 5322 date now, made at most once a second.
+    func dateNow() -> String {
+        let now = nowMilliseconds()
+        if now / 1000 != dateSecond {
+            dateSecond = now / 1000
+            dateText = rfc5322Date(now)
+        }
+        return dateText
+    }
+
     /// store - enqueue a session's message; the answer comes through the mailbox.
     func store(_ message: NewMessage, id: MessageID, for session: SubmissionSession) {
         waiting[session.number] = session
@@ -109,6 +121,7 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
     unowned let worker: SubmissionWorker
     let number: UInt64
     let client: IPAddress?
+    let clientText: String                      /* the address as the Received field writes it */
     weak var connection: ServerConnection?
     private var recipients = 0                  /* of the message being stored */
 
@@ -116,6 +129,7 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
         self.worker = worker
         self.number = number
         self.client = client
+        clientText = SubmissionContext.clientText(client)
     }
 
     // MARK: ServerConnectionDelegate
@@ -124,8 +138,8 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
         let shared = worker.shared
         let id = Spool.newID()
         let context = SubmissionContext(
-            hostname: shared.configuration.hostname, clientAddress: client, heloName: message.heloName,
-            isTLS: message.isTLS, authenticatedUser: message.authenticatedUser, receivedAt: nowMilliseconds())
+            hostname: shared.configuration.hostname, client: clientText, heloName: message.heloName,
+            isTLS: message.isTLS, authenticatedUser: message.authenticatedUser, date: worker.dateNow())
         let defaults = message.authenticatedUser.flatMap { shared.configuration.users?.defaults[$0] }
         let prepared: NewMessage
         do {

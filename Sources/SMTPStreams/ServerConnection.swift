@@ -3,8 +3,9 @@
 // The protocol lives in SMTP.ServerSession; this class carries out what it
 // asks (write replies, upgrade to TLS, arm the idle timer, close) and hands
 // finished messages to a delegate that stores them and answers later. While
-// a message is with the delegate the stream stops reading, so a client that
-// pipelines the next commands waits in the kernel's buffers, not in ours. A
+// a message is with the delegate nothing more is taken, and if the client
+// sends more meanwhile the stream stops reading, so a client that pipelines
+// the next commands waits in the kernel's buffers, not in ours. A
 // delegate that answers at once (the test sink) keeps the session going
 // through the rest of the same read, and every reply to one read leaves in
 // one write: a pipelining client then costs one read and one write per
@@ -189,11 +190,9 @@ public final class ServerConnection: ByteStreamHandler {
             case .deliver(let message):
                 awaitingAnswer = true
                 delegate?.serverConnection(self, received: message)
-                /* Nothing more is read until the delegate answers (unless it just did). */
-                if awaitingAnswer && !readingPaused {
-                    readingPaused = true
-                    stream.stopReading()
-                }
+                /* Nothing more is taken until the delegate answers. Reading stops only when the
+                   client sends more meanwhile (see streamRead): a client that waits for its 250,
+                   as most do, costs no stop and restart of the socket per message. */
             case .authenticated(let user):
                 delegate?.serverConnection(self, authenticated: user)
             }
@@ -280,6 +279,12 @@ public final class ServerConnection: ByteStreamHandler {
         }
         batching = false
         writeBatch()
+        if awaitingAnswer && consumed < bytes.count && !readingPaused {
+            /* Input pipelined behind a message being stored: keep it (at most this read) and
+               read no more until the answer, so the rest waits in the kernel, not with us. */
+            readingPaused = true
+            stream.stopReading()
+        }
         delegate?.serverConnectionDidRead(self)
         return consumed
     }

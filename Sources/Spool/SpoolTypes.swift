@@ -36,9 +36,15 @@ public struct MessageID: Hashable, Sendable, Comparable, CustomStringConvertible
     }
 
     public var description: String {
-        let high = String(high, radix: 16), low = String(low, radix: 16)
-        return String(repeating: "0", count: max(0, 12 - high.count)) + high
-            + String(repeating: "0", count: 16 - low.count) + low
+        /* 12 digits of the high word (48 bits of milliseconds last until the year 10889), 16 of the low. */
+        String(unsafeUninitializedCapacity: 28) { out in
+            let digits: StaticString = "0123456789abcdef"
+            let table = digits.utf8Start
+            var high = self.high, low = self.low
+            for index in stride(from: 27, through: 12, by: -1) { out[index] = table[Int(low & 0xF)]; low >>= 4 }
+            for index in stride(from: 11, through: 0, by: -1) { out[index] = table[Int(high & 0xF)]; high >>= 4 }
+            return 28
+        }
     }
 
     public static func < (a: MessageID, b: MessageID) -> Bool { (a.high, a.low) < (b.high, b.low) }

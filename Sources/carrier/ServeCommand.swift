@@ -55,6 +55,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("http-token"), help: ArgumentHelp("A bearer token the HTTP API accepts (repeatable; at least 16 characters).", valueName: "token"))
     var httpTokens: [String] = []
 
+    @Flag(help: "Accept and queue mail from the listeners but deliver nothing (like Postfix's hold); run again without it to deliver.")
+    var hold = false
+
     @Flag(help: "Deliver everything due, then exit 0 once only recipients deferred into the future are left.")
     var drain = false
 
@@ -113,6 +116,8 @@ struct ServeCommand: ParsableCommand {
         }
         var options = ServeOptions(settings: settings, configurationFile: config)
         options.drain = drain
+        options.hold = hold
+        if hold && drain { throw ValidationError("--hold and --drain exclude each other") }
         options.progress = !quiet
         options.timeoutSeconds = timeout
         let summary: ServeSummary

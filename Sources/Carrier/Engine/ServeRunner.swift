@@ -29,6 +29,8 @@ public struct ServeOptions: Sendable {
     public var progress = true
     /// Give up draining after this many seconds (0: never).
     public var timeoutSeconds = 0
+    /// Accept and queue mail (SMTP, HTTP) but deliver nothing, like Postfix's hold.
+    public var hold = false
 
     public init(settings: CarrierSettings, configurationFile: String? = nil) {
         self.settings = settings
@@ -77,7 +79,7 @@ public enum ServeRunner {
         for report in reports where !report.quarantined.isEmpty || report.truncatedBytes > 0 {
             writeStandardError("carrier serve: shard \(report.shard): truncated \(report.truncatedBytes) octets, quarantined \(report.quarantined), affected messages \(report.affectedMessages.map(\.description))\n")
         }
-        let engine = try DeliveryEngine(spool: spool, configuration: options.settings.engine)
+        let engine = options.hold ? nil : try DeliveryEngine(spool: spool, configuration: options.settings.engine)
         /* Injectors start once the engine is subscribed, so what they accept is picked up at once. */
         var smtp: SubmissionServer?
         var http: HTTPInjectionServer?
@@ -92,13 +94,13 @@ public enum ServeRunner {
             }
         } catch {
             smtp?.stop()
-            engine.stop()
+            engine?.stop()
             throw EngineError("\(error)")
         }
         let started = monotonicSeconds()
         var lastProgress = started
         var drained = false
-        var status = engine.status()
+        var status = engine?.status() ?? ShardStatus()
         running: while true {
             var timeout = timespec(tv_sec: 0, tv_nsec: options.drain ? 20_000_000 : 100_000_000)
             let signal = sigtimedwait(&signals, nil, &timeout)
@@ -107,17 +109,19 @@ public enum ServeRunner {
                 writeStandardError("carrier serve: \(signal == SIGINT ? "SIGINT" : "SIGTERM"): draining the transactions in flight\n")
                 break running
             case SIGHUP:
-                reload(engine, options)
+                if let engine { reload(engine, options) }
             default:
                 break
             }
-            status = engine.status()
+            status = engine?.status() ?? ShardStatus()
             let now = monotonicSeconds()
             if options.progress && now - lastProgress >= 1 {
                 lastProgress = now
-                writeStandardError(progressLine(status, seconds: now - started) + "\n")
+                var line = engine == nil ? "[" + pad(fixed(now - started, 1), 6, right: true) + "s] holding: nothing is delivered" : progressLine(status, seconds: now - started)
+                if let smtp { line += "  |  smtp in: \(smtp.statistics.messagesAccepted) accepted, \(smtp.statistics.messagesRefused) refused" }
+                writeStandardError(line + "\n")
             }
-            if options.drain && DeliveryEngine.isDrained(status) {
+            if options.drain && engine != nil && DeliveryEngine.isDrained(status) {
                 drained = true
                 break
             }
@@ -129,8 +133,8 @@ public enum ServeRunner {
         /* Stop taking mail first (answering what is being stored), then drain the deliveries. */
         smtp?.stop()
         http?.stop()
-        engine.stop()
-        status = engine.status()
+        engine?.stop()
+        status = engine?.status() ?? status
         return ServeSummary(status: status, seconds: monotonicSeconds() - started, drained: drained, recovery: reports)
     }
 
