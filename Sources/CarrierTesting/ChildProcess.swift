@@ -102,6 +102,12 @@ public func executablePath(_ candidates: [String]) -> String? {
     candidates.first { access($0, X_OK) == 0 }
 }
 
+/// which - `name` found on this process's PATH (pyenv's python3 before the system's).
+public func which(_ name: String) -> String? {
+    let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+    return executablePath(path.split(separator: ":").map { "\($0)/\(name)" })
+}
+
 /// freeLoopbackPort - a TCP port on 127.0.0.1 nothing listens on right now.
 public func freeLoopbackPort() throws -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -88,6 +88,18 @@ public struct ReceivedMessage: Sendable {
     public let body: ByteBuffer
     public let isTLS: Bool
     public let authenticatedUser: String?
+
+    public init(heloName: String?, sender: ReversePath, mailParameters: MailParameters,
+                recipients: [(address: MailAddress, parameters: RecipientParameters)], body: ByteBuffer,
+                isTLS: Bool, authenticatedUser: String?) {
+        self.heloName = heloName
+        self.sender = sender
+        self.mailParameters = mailParameters
+        self.recipients = recipients
+        self.body = body
+        self.isTLS = isTLS
+        self.authenticatedUser = authenticatedUser
+    }
 }
 
 /// What a server session asks its driver to do, in order.

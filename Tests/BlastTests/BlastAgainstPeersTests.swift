@@ -16,12 +16,6 @@ import Testing
 import Glibc
 #endif
 
-/// which - `name` found on this process's PATH.
-private func which(_ name: String) -> String? {
-    let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
-    return executablePath(path.split(separator: ":").map { "\($0)/\(name)" })
-}
-
 private let smtpSink = executablePath(["/usr/sbin/smtp-sink"])
 private let chromium = executablePath(["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"])
 private let python = which("python3")

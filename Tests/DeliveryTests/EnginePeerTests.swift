@@ -13,12 +13,6 @@ import SMTP
 import Spool
 import Testing
 
-/// which - `name` found on this process's PATH.
-private func which(_ name: String) -> String? {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-    return executablePath(path.split(separator: ":").map { "\($0)/\(name)" })
-}
-
 private let python = which("python3")
 private let childEnvironment = ["PATH=\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")", "HOME=/tmp"]
 private let aiosmtpdAvailable: Bool = {

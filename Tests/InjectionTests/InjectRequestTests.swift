@@ -1,0 +1,85 @@
+// InjectRequestTests.swift - the HTTP API's JSON body: what is built, and the field named for each mistake
+
+import Foundation
+@testable import Injection
+import Spool
+import Testing
+
+@Suite struct InjectRequestTests {
+    func parse(_ json: String) throws(InjectRequestError) -> NewMessage {
+        try InjectRequest.parse(Data(json.utf8), now: 1_796_000_000_000).message
+    }
+
+    @Test func rawContentWithSubstitutionsOwnValuesFirst() throws {
+        let message = try parse("""
+        {"envelope_sender": "news@origin.test", "content": "Subject: Hi {{name}}\\r\\n\\r\\n{{greeting}} {{name}}, #{{n}} {{ok}}\\r\\n",
+         "recipients": [{"email": "a@one.test", "substitutions": {"name": "Ann", "n": 7, "ok": true}}, {"email": "b@two.test"}],
+         "substitutions": {"greeting": "Hello", "name": "friend"}, "campaign": "spring", "future_field": [1, 2]}
+        """)
+        #expect(message.sender == "news@origin.test")
+        #expect(message.metadata.campaign == "spring")
+        #expect(message.metadata.priority == .bulk, "more than one recipient: bulk by default")
+        #expect(message.recipients.count == 2)
+        #expect(message.recipients[0].variables.map(\.0) == ["n", "name", "ok", "greeting"])
+        #expect(message.recipients[0].variables.first { $0.0 == "name" }?.1 == "Ann")
+        #expect(message.recipients[0].variables.first { $0.0 == "n" }?.1 == "7")
+        #expect(message.recipients[0].variables.first { $0.0 == "ok" }?.1 == "true")
+        #expect(message.recipients[1].variables.map { "\($0.0)=\($0.1)" } == ["greeting=Hello", "name=friend"])
+        #expect(String(decoding: message.body, as: UTF8.self).hasPrefix("Subject: Hi {{name}}"))
+        #expect(message.metadata.hints.isEmpty, "an API message is a template")
+    }
+
+    @Test func builderContentMakesAMultipartWithPerRecipientTo() throws {
+        let message = try parse("""
+        {"envelope_sender": "news@origin.test", "class": "transactional",
+         "content": {"subject": "Hi {{name}}", "from": {"email": "news@origin.test", "name": "The \\"News\\""},
+                     "reply_to": "help@origin.test", "headers": {"X-Campaign": "c1"},
+                     "text_body": "Hello {{name}}\\nbye", "html_body": "<p>Hello {{name}}</p>"},
+         "recipients": [{"email": "a@one.test", "name": "Ann"}, {"email": "b@two.test"}]}
+        """)
+        let text = String(decoding: message.body, as: UTF8.self)
+        #expect(text.contains("From: \"The News\" <news@origin.test>\r\n"))
+        #expect(text.contains("Reply-To: <help@origin.test>\r\n"))
+        #expect(text.contains("To: \"{{name}}\" <{{email}}>\r\n"))
+        #expect(text.contains("Subject: Hi {{name}}\r\n"))
+        #expect(text.contains("X-Campaign: c1\r\n"))
+        #expect(text.contains("Content-Type: multipart/alternative; boundary="))
+        #expect(text.contains("Hello {{name}}\r\nbye\r\n"), "LF line ends become CRLF")
+        #expect(text.contains("Content-Type: text/html; charset=utf-8"))
+        #expect(message.metadata.priority == .transactional)
+        #expect(message.recipients[0].variables.map { "\($0.0)=\($0.1)" } == ["email=a@one.test", "name=Ann"])
+        #expect(message.recipients[1].variables.map { "\($0.0)=\($0.1)" } == ["email=b@two.test"])
+    }
+
+    @Test func eachMistakeNamesItsField() {
+        let cases: [(String, String, String)] = [
+            ("{", "", "not valid JSON"),
+            ("[1]", "", "must be a JSON object"),
+            (#"{"content": "x", "recipients": [{"email": "a@b.test"}]}"#, "envelope_sender", "missing"),
+            (#"{"envelope_sender": 5, "content": "x", "recipients": [{"email": "a@b.test"}]}"#, "envelope_sender", "must be a string, not a number"),
+            (#"{"envelope_sender": "not an address", "content": "x", "recipients": [{"email": "a@b.test"}]}"#, "envelope_sender", "not a valid address"),
+            (#"{"envelope_sender": "a@b.test", "recipients": [{"email": "a@b.test"}]}"#, "content", "missing"),
+            (#"{"envelope_sender": "a@b.test", "content": 3, "recipients": [{"email": "a@b.test"}]}"#, "content", "must be a message string or a builder object"),
+            (#"{"envelope_sender": "a@b.test", "content": {"subject": "s"}, "recipients": [{"email": "a@b.test"}]}"#, "content", "needs text_body or html_body"),
+            (#"{"envelope_sender": "a@b.test", "content": {"text_body": "t", "attachments": []}, "recipients": [{"email": "a@b.test"}]}"#, "content.attachments", "not supported"),
+            (#"{"envelope_sender": "a@b.test", "content": "x"}"#, "recipients", "missing"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": {}}"#, "recipients", "must be an array"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": []}"#, "recipients", "must not be empty"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}, "c@d.test"]}"#, "recipients[1]", "must be an object"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}, {"email": 7}]}"#, "recipients[1].email", "must be a string"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "no-at"}]}"#, "recipients[0].email", "not a valid address"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test", "substitutions": {"x": [1]}}]}"#, "recipients[0].substitutions.x", "string, number or boolean"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "substitutions": "x"}"#, "substitutions", "must be an object"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "class": "urgent"}"#, "class", "transactional"),
+        ]
+        for (json, field, message) in cases {
+            do {
+                _ = try parse(json)
+                Issue.record("accepted: \(json)")
+            } catch {
+                #expect(error.field == field, "\(json) -> \(error)")
+                #expect(error.message.contains(message), "\(json) -> \(error)")
+            }
+        }
+    }
+}
