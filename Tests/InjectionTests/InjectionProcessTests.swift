@@ -1,0 +1,161 @@
+// InjectionProcessTests.swift - `carrier serve` as a process: the HTTP API through curl, a
+// SIGKILL right after the acknowledgement, and 10,000 idle SMTP connections
+//
+// These run the real executable, so what is measured or killed is what users run.
+
+import CarrierTesting
+import Foundation
+import EventCore
+import Sink
+import Spool
+import Testing
+
+private let token = "test-token-0123456789abcdef"
+
+/// A `carrier serve` child with an SMTP listener and the HTTP API on free loopback ports.
+private struct ServeProcess {
+    let process: ChildProcess
+    let smtpPort: UInt16
+    let httpPort: UInt16
+
+    init(folder: TemporaryFolder, extra: [String], output: String = "serve.out") throws {
+        let carrier = try #require(builtExecutable("carrier"), "the carrier executable is built next to the tests")
+        smtpPort = try freeLoopbackPort()
+        httpPort = try freeLoopbackPort()
+        process = try ChildProcess(carrier, ["serve", "--spool", folder.path + "/Queue", "--no-dns", "--quiet",
+                                             "--smtp-listen", "127.0.0.1:\(smtpPort)", "--http-listen", "127.0.0.1:\(httpPort)",
+                                             "--http-token", token] + extra, outputPath: folder.file(output))
+        try #require(waitForListener(port: smtpPort) && waitForListener(port: httpPort),
+                     "serve listens: \((try? String(contentsOfFile: folder.file(output), encoding: .utf8)) ?? "")")
+    }
+}
+
+/// curl - one request; returns (status, body).
+private func curl(_ arguments: [String], folder: TemporaryFolder) throws -> (Int, String) {
+    let curl = try #require(which("curl"), "curl is installed (make test installs it)")
+    let call = UUID().uuidString
+    let body = folder.file("curl-body-" + call), status = folder.file("curl-status-" + call)
+    let process = try ChildProcess(curl, ["-sS", "-o", body, "-w", "%{http_code}", "--max-time", "30"] + arguments,
+                                   outputPath: status, environment: childEnvironment)
+    #expect(process.wait(seconds: 40) == 0)
+    let code = Int((try? String(contentsOfFile: status, encoding: .utf8)) ?? "") ?? 0
+    return (code, (try? String(contentsOfFile: body, encoding: .utf8)) ?? "")
+}
+
+private func pendingCount(_ folder: TemporaryFolder) throws -> Int {
+    let spool = try Spool(SpoolConfiguration(directory: folder.path + "/Queue", readOnly: true))
+    defer { spool.close() }
+    return spool.shards.reduce(0) { $0 + $1.pendingCount }
+}
+
+@Suite("Injection processes", .serialized)
+struct InjectionProcessTests {
+    @Test func httpAPIThroughCurlAcceptsGoodRequestsAndRefusesBadOnesWithoutStoringThem() throws {
+        let folder = TemporaryFolder("http")
+        defer { folder.remove() }
+        let serve = try ServeProcess(folder: folder, extra: ["--hold"])
+        defer { serve.process.terminate() }
+        let url = "http://127.0.0.1:\(serve.httpPort)"
+        let auth = ["-H", "Authorization: Bearer \(token)"]
+
+        let (health, healthBody) = try curl([url + "/api/health"], folder: folder)
+        #expect(health == 200 && healthBody.contains("\"status\":\"ok\""))
+
+        let good = #"{"envelope_sender":"news@origin.test","content":"Subject: hi {{name}}\r\n\r\nHello {{name}}\r\n","recipients":[{"email":"a@one.test","substitutions":{"name":"Ann"}},{"email":"b@two.test","substitutions":{"name":"Bob"}}]}"#
+        let (ok, okBody) = try curl(auth + ["-H", "Content-Type: application/json", "--data-binary", good, url + "/api/inject/v1"], folder: folder)
+        #expect(ok == 200, "\(okBody)")
+        #expect(okBody.contains("\"success_count\":2") && okBody.contains("\"fail_count\":0") && okBody.contains("\"id\":\""))
+
+        let oversized = folder.file("big.json")
+        try Data(("{\"envelope_sender\":\"a@b.test\",\"content\":\"" + String(repeating: "x", count: 65 << 20) + "\"}").utf8).write(to: URL(fileURLWithPath: oversized))
+        let refusals: [([String], Int, String)] = [
+            (["--data-binary", good, url + "/api/inject/v1"], 401, "bearer token"),
+            (["-H", "Authorization: Bearer wrong-token-0123456789", "--data-binary", good, url + "/api/inject/v1"], 401, "bearer token"),
+            (auth + ["--data-binary", "{not json", url + "/api/inject/v1"], 400, "not valid JSON"),
+            (auth + ["--data-binary", #"{"envelope_sender":"a@b.test","content":"x"}"#, url + "/api/inject/v1"], 400, "\"field\":\"recipients\""),
+            (auth + ["--data-binary", #"{"envelope_sender":"a@b.test","content":"x","recipients":[{"email":true}]}"#, url + "/api/inject/v1"], 400, "recipients[0].email"),
+            (auth + ["--data-binary", "@" + oversized, url + "/api/inject/v1"], 413, "larger than"),
+            (auth + [url + "/api/inject/v1"], 405, "not allowed"),
+            (auth + [url + "/api/elsewhere"], 404, "no such endpoint"),
+        ]
+        for (arguments, status, text) in refusals {
+            let (code, body) = try curl(arguments, folder: folder)
+            #expect(code == status, "\(arguments.suffix(2)) -> \(code) \(body)")
+            #expect(body.contains(text), "\(arguments.suffix(2)) -> \(body)")
+        }
+        serve.process.terminate()
+        #expect(try pendingCount(folder) == 2, "only the good request was stored")
+    }
+
+    /// A 250 or a 200, then SIGKILL at once: the restarted engine delivers both messages.
+    @Test func acknowledgedMessagesSurviveSIGKILLAndAreDelivered() throws {
+        let folder = TemporaryFolder("kill")
+        defer { folder.remove() }
+        /* A receiver that answers nothing for 30 s: deliveries are in flight when the engine dies. */
+        var stalled = SinkConfiguration()
+        stalled.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
+        stalled.threads = 1
+        stalled.replyDelayMilliseconds = 30_000
+        let tarpit = try SinkServer.start(stalled)
+        defer { tarpit.stop() }
+        let route = ["--route", "*=127.0.0.1:\(tarpit.addresses[0].port)"]
+        let serve = try ServeProcess(folder: folder, extra: route)
+        let smtp = try runPeer("plain", port: serve.smtpPort)
+        kill(serve.process.pid, SIGKILL)
+        _ = serve.process.wait(seconds: 10)
+        #expect((smtp["refused"] as? [String: Any])?.isEmpty == true)
+
+        let second = try ServeProcess(folder: folder, extra: route, output: "serve2.out")
+        let json = #"{"envelope_sender":"news@origin.test","content":"Subject: api\r\n\r\nfrom the API\r\n","recipients":[{"email":"api@dest.test"}]}"#
+        let (status, body) = try curl(["-H", "Authorization: Bearer \(token)", "--data-binary", json,
+                                       "http://127.0.0.1:\(second.httpPort)/api/inject/v1"], folder: folder)
+        kill(second.process.pid, SIGKILL)
+        _ = second.process.wait(seconds: 10)
+        #expect(status == 200, "\(body)")
+
+        var configuration = SinkConfiguration()
+        configuration.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
+        configuration.threads = 1
+        configuration.recordPath = folder.file("record.jsonl")
+        let sink = try SinkServer.start(configuration)
+        defer { sink.stop() }
+        let carrier = try #require(builtExecutable("carrier"))
+        let drain = try ChildProcess(carrier, ["serve", "--spool", folder.path + "/Queue", "--no-dns", "--quiet", "--drain", "--timeout", "60",
+                                               "--route", "*=127.0.0.1:\(sink.addresses[0].port)"], outputPath: folder.file("drain.out"))
+        #expect(drain.wait(seconds: 90) == 0, "\((try? String(contentsOfFile: folder.file("drain.out"), encoding: .utf8)) ?? "")")
+        sink.stop()
+        let record = (try? String(contentsOfFile: folder.file("record.jsonl"), encoding: .utf8)) ?? ""
+        #expect(record.contains("\"rcpt_to\":[\"rcpt@dest.test\"]"), "the SMTP message was delivered: \(record)")
+        #expect(record.contains("\"rcpt_to\":[\"api@dest.test\"]"), "the API message was delivered: \(record)")
+    }
+
+    /// 10,000 connections that say nothing: each is greeted, a new client is still served, and
+    /// the listener's memory stays bounded.
+    @Test func tenThousandIdleConnections() throws {
+        let folder = TemporaryFolder("idle")
+        defer { folder.remove() }
+        let config = folder.file("carrier.toml")
+        let port = try freeLoopbackPort()
+        try """
+        [spool]
+        directory = "\(folder.path)/Queue"
+        [smtp_listener]
+        listen = ["127.0.0.1:\(port)"]
+        max_connections = 20000
+        max_connections_per_client = 20000
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let carrier = try #require(builtExecutable("carrier"))
+        let serve = try ChildProcess(carrier, ["serve", "--config", config, "--hold", "--quiet"], outputPath: folder.file("serve.out"))
+        defer { serve.terminate() }
+        try #require(waitForListener(port: port))
+        let answer = try runPeer("idle", port: port, ["10000"], seconds: 180)
+        #expect(answer["codes"] as? [String: Int] == ["220": 10_000])
+        let status = (try? String(contentsOfFile: "/proc/\(serve.pid)/status", encoding: .utf8)) ?? ""
+        let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+            .flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) } ?? -1
+        print("10,000 idle connections: listener peak RSS \(peak / 1024) MiB")
+        #expect(peak > 0 && peak < 400 * 1024, "peak RSS \(peak) KiB for 10,000 idle connections")
+        serve.terminate()
+        #expect(try pendingCount(folder) == 1, "the message sent while they were open")
+    }
+}
