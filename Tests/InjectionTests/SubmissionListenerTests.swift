@@ -177,15 +177,12 @@ struct SubmissionListenerTests {
     @Test func diskFullIs452AndEveryAcceptedMessageIsKept() throws {
         let folder = TemporaryFolder("listener-full")
         defer { folder.remove() }
-        let mount = folder.path + "/mnt"
-        try #require(mkdir(mount, 0o755) == 0)
-        guard system("mount -t tmpfs -o size=2m carrier-listener-test '\(mount)' 2>/dev/null") == 0 else {
+        guard let tmpfs = TestTmpfs.mount(at: folder.path + "/mnt", megabytes: 2, label: "carrier-listener-test") else {
             print("diskFullIs452: skipped: cannot mount a tmpfs (needs root / CAP_SYS_ADMIN)")
             return
         }
-        defer {
-            for _ in 0..<100 where system("umount '\(mount)' 2>/dev/null") != 0 { usleep(50_000) }
-        }
+        let mount = tmpfs.path
+        defer { tmpfs.unmount() }
         var accepted = 0
         var finals: [[Any]] = []
         do {

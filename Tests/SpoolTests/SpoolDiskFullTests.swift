@@ -14,25 +14,14 @@ struct SpoolDiskFullTests {
     func diskFull() throws {
         let folder = TemporaryFolder("diskfull")
         defer { folder.remove() }
-        let mount = folder.path + "/mnt"
-        try #require(mkdir(mount, 0o755) == 0)
         /* Mounting needs CAP_SYS_ADMIN: without it (an unprivileged run, some containers) skip. */
-        guard shell("mount -t tmpfs -o size=2m carrier-spool-test '\(mount)' 2>/dev/null") == 0 else {
-            print("SpoolDiskFullTests: skipped: cannot mount a tmpfs at \(mount) (needs root / CAP_SYS_ADMIN)")
+        guard let tmpfs = TestTmpfs.mount(at: folder.path + "/mnt", megabytes: 2, label: "carrier-spool-test") else {
+            print("SpoolDiskFullTests: skipped: cannot mount a tmpfs (needs root / CAP_SYS_ADMIN)")
             return
         }
+        let mount = tmpfs.path
         defer {
-            /* Another test's fork (system(), posix_spawn) holds copies of our descriptors until it
-               execs, which under load takes a moment: retry before calling the mount stuck. */
-            var unmounted = false
-            for _ in 0..<100 where !unmounted {
-                unmounted = shell("umount '\(mount)' 2>/dev/null") == 0
-                if !unmounted { usleep(50_000) }
-            }
-            if !unmounted {
-                Issue.record("umount \(mount) failed for 5 s: something keeps a file open in it")
-                shell("umount -l '\(mount)'")
-            }
+            if !tmpfs.unmount() { Issue.record("umount \(mount) failed for 5 s: something keeps a file open in it") }
         }
 
         /* A filler file to delete later, so the spool gets space back without outcomes. */
