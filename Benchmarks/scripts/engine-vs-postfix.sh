@@ -19,11 +19,12 @@
 #       Carrier: `carrier campaign` fills a spool (one template with a {{n}} merge field,
 #       so every recipient gets its own rendering, fsync durability); timed: `carrier serve
 #       --drain` over it (its wall time, from exec to exit).
-#   (b) end to end.
+#   (b) end to end, the same input for both: the same smtp-source sessions over SMTP.
 #       Postfix: from the start of injection (smtp-source, not held) until the queue is
 #       empty; receiving and delivering overlap.
-#       Carrier: `carrier campaign` then `carrier serve --drain`, back to back. Carrier has
-#       no SMTP listener yet, so its input is the CSV, not SMTP, and nothing overlaps.
+#       Carrier: `carrier serve --smtp-listen` (fsync spool) delivering as it receives;
+#       from the start of injection until the sink has counted every message (polled
+#       every 100 ms), then SIGTERM.
 # Concurrency: Postfix's default_destination_concurrency_limit and Carrier's site
 # max_connections (a shaping file) are both CONCURRENCY (default 50); with one relay host
 # or one '*' route that is the number of parallel connections to the sink. Both start at
@@ -44,6 +45,7 @@ CONCURRENCY=${CONCURRENCY:-50}
 SESSIONS=${SESSIONS:-50}
 PORT_SINK=${PORT_SINK:-2540}
 PORT_POSTFIX=${PORT_POSTFIX:-2541}
+PORT_CARRIER=${PORT_CARRIER:-2542}
 TIMEOUT=${TIMEOUT:-1800}
 NO_LOG=${NO_LOG:-0}
 export CONCURRENCY NO_LOG
@@ -62,10 +64,11 @@ chmod 755 "$WORK"           # Postfix's daemons run as postfix and reach it by p
 TICK=$(getconf CLK_TCK)
 
 # Everything started here is tracked by process id and stopped on any exit.
-SINK_PID="" SAMPLER_PID="" JOB_PID="" PF_DIRS=()
+SINK_PID="" SAMPLER_PID="" JOB_PID="" SERVE_PID="" PF_DIRS=()
 cleanup() {
     local rc=$?
     stop_sampler
+    if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; fi
     if [ -n "$JOB_PID" ]; then kill -- -"$JOB_PID" 2>/dev/null || true; wait "$JOB_PID" 2>/dev/null || true; fi
     for dir in "${PF_DIRS[@]}"; do "$HELPER" stop "$dir" || true; done
     stop_sink
@@ -113,6 +116,17 @@ stop_sink() {
 # sink_messages NAME - messages the sink of run NAME has received (its last "mesg=").
 sink_messages() {
     tr '\r' '\n' < "$WORK/sink-$1.out" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1
+}
+
+# wait_sink NAME COUNT - poll the sink of run NAME every 100 ms until it has COUNT messages.
+wait_sink() {
+    local got
+    for ((i = 0; i < TIMEOUT * 10; i++)); do
+        got=$(tail -c 300 "$WORK/sink-$1.out" | tr '\r' '\n' | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1)
+        [ "${got:-0}" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    die "the sink of $1 has ${got:-0} of $2 messages after $TIMEOUT s"
 }
 
 # start_sampler NAME - every 0.25 s, the number of connections established to the sink;
@@ -284,18 +298,22 @@ record b-postfix "$(calc "$t1 - $t0")" "$(calc "($pf1 - $pf0) / $TICK")" "$((sin
 "$HELPER" stop "$WORK/pf-b"
 stop_sink
 
-# ---- (b) Carrier: campaign + serve, back to back -----------------------------------------
-echo "(b) Carrier: campaign, then serve..." >&2
+# ---- (b) Carrier: end to end through the SMTP listener -----------------------------------
+echo "(b) Carrier: injecting over SMTP and delivering..." >&2
 start_sink b-carrier
 start_sampler b-carrier
-sink0=$(ticks $SINK_PID); t0=$(now)
-run_job campaign-b "$CARRIER" campaign --spool "$WORK/carrier-b/Queue" --from sender@bench.test \
-    --template "$WORK/template.eml" --recipients "$WORK/list.csv" --durability fsync
-run_job serve-b "$CARRIER" serve --spool "$WORK/carrier-b/Queue" --route "*=127.0.0.1:$PORT_SINK" \
-    --no-dns --drain --quiet --timeout "$TIMEOUT" --shaping "$WORK/shaping.toml" $(carrier_log b)
-t1=$(now); sink1=$(ticks $SINK_PID)
+"$CARRIER" serve --spool "$WORK/carrier-b/Queue" --route "*=127.0.0.1:$PORT_SINK" --no-dns --quiet \
+    --shaping "$WORK/shaping.toml" --smtp-listen "127.0.0.1:$PORT_CARRIER" $(carrier_log b) > "$WORK/serve-b.out" 2>&1 &
+SERVE_PID=$!
+for _ in $(seq 1 100); do timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT_CARRIER" 2>/dev/null && break; sleep 0.1; done
+sink0=$(ticks $SINK_PID); c0=$(ticks $SERVE_PID); t0=$(now)
+run_job inject-b-carrier "$WORK/inject.sh" $PORT_CARRIER
+wait_sink b-carrier "$MESSAGES"
+t1=$(now); sink1=$(ticks $SINK_PID); c1=$(ticks $SERVE_PID)
 stop_sampler
-record b-carrier "$(calc "$t1 - $t0")" "$(calc "$(job_cpu campaign-b) + $(job_cpu serve-b)")" "$((sink1 - sink0))"
+kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || die "carrier serve (b) failed: $(tail -5 "$WORK/serve-b.out")"
+SERVE_PID=""
+record b-carrier "$(calc "$t1 - $t0")" "$(calc "($c1 - $c0) / $TICK")" "$((sink1 - sink0))"
 stop_sink
 
 # ---- report --------------------------------------------------------------------------------
@@ -321,13 +339,13 @@ echo "|---|---|---|---|---|---|---|---|---|"
 row a-postfix "(a) Postfix: deliver a full queue (release -> queue empty)"
 row a-carrier "(a) Carrier: serve --drain over a full spool"
 row b-postfix "(b) Postfix: smtp-source -> smtpd -> queue -> smtp-sink (end to end)"
-row b-carrier "(b) Carrier: campaign + serve --drain, back to back (no SMTP listener yet)"
+row b-carrier "(b) Carrier: smtp-source -> listener -> spool -> smtp-sink (end to end)"
 fill_row fill-postfix "fill for (a): smtp-source -> held Postfix, $SESSIONS sessions (smtp-source: $(job_cpu fill-postfix) s CPU)" "$FILL_POSTFIX_CPU"
 fill_row fill-carrier "fill for (a): carrier campaign, fsync (one message + $MESSAGES recipient records)" "$(job_cpu fill-carrier)"
 echo
 echo "Carrier / Postfix, messages/s: (a) delivery $(calc "$(rate a-carrier) / $(rate a-postfix)" | sed 's/\(\.[0-9][0-9]\).*/\1/')x," \
      "(b) end to end $(calc "$(rate b-carrier) / $(rate b-postfix)" | sed 's/\(\.[0-9][0-9]\).*/\1/')x."
-echo "(b) Postfix: smtp-source itself used $(job_cpu inject-b) s CPU on the same cores; Carrier's (b) includes campaign: $(job_wall campaign-b) s, serve: $(job_wall serve-b) s."
+echo "(b) smtp-source itself used $(job_cpu inject-b) s CPU (Postfix) and $(job_cpu inject-b-carrier) s (Carrier) on the same cores."
 echo "carrier serve summaries: (a) $(head -1 "$WORK/serve-a.out")"
 echo "                         (b) $(head -1 "$WORK/serve-b.out")"
 if [ "$NO_LOG" != 1 ]; then

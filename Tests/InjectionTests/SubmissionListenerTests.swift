@@ -112,6 +112,17 @@ struct SubmissionListenerTests {
         #expect(queued == Set(stored.map(\.message.id.description)), "each 250 names the id it was stored under")
     }
 
+    @Test func chunkingWithBDATIsStoredWhole() throws {
+        let fixture = try ListenerFixture("bdat")
+        defer { fixture.stop() }
+        let answer = try runPeer("bdat", port: fixture.port)
+        #expect(answer["codes"] as? [Int] == [220, 250, 250, 250, 250, 250, 221])
+        let stored = try fixture.stored()
+        try #require(stored.count == 1)
+        #expect(text(stored[0].message).hasSuffix("\r\n\r\nbody of bdat\r\nsecond chunk\r\n"))
+        #expect((answer["texts"] as? [String])?[5].hasPrefix("2.0.0 Ok: queued as \(stored[0].message.id)") == true)
+    }
+
     @Test func hostileInputGetsTheRightCodesAndNothingIsStored() throws {
         let fixture = try ListenerFixture("hostile", tls: true)
         defer { fixture.stop() }

@@ -9,6 +9,7 @@ Scenarios:
   badauth USER PASS          smtplib: AUTH PLAIN with a wrong password: the refusal
   noauth                     smtplib without AUTH: MAIL's reply (for a listener that requires AUTH)
   pipelined COUNT            raw socket: COUNT transactions, each MAIL/RCPT/RCPT/DATA in one write
+  bdat                       raw socket: one message in two BDAT chunks (CHUNKING), pipelined
   hostile                    raw socket: one case per connection (see HOSTILE); replies by case
   idle COUNT [SEND]          opens COUNT connections and reads each greeting (codes counted); with
                              SEND=1 (default) then sends one message on a fresh connection while
@@ -110,6 +111,20 @@ def pipelined(host, port, count):
     raw.send(b"QUIT\r\n")
     replies.append(raw.reply())
     done({"codes": [code for code, _ in replies], "last_data": [text for code, text in replies if text.startswith("2.0.0 Ok: queued")]})
+
+def bdat(host, port):
+    raw = Raw(host, port)
+    replies = [raw.reply()]
+    raw.send(b"EHLO client.test\r\n")
+    replies.append(raw.reply())
+    first = message("bdat").encode()
+    second = b"second chunk\r\n"
+    raw.send(b"MAIL FROM:<sender@client.test>\r\nRCPT TO:<bdat@dest.test>\r\nBDAT %d\r\n" % len(first) + first
+             + b"BDAT %d LAST\r\n" % len(second) + second)
+    replies += [raw.reply() for _ in range(4)]
+    raw.send(b"QUIT\r\n")
+    replies.append(raw.reply())
+    done({"codes": [code for code, _ in replies], "texts": [text for _, text in replies]})
 
 # hostile cases: name -> bytes sent after EHLO; the replies read are what the test checks.
 def hostile(host, port):
