@@ -136,7 +136,7 @@ struct SubmissionListenerTests {
         #expect(codes("data_before_mail") == [220, 250, 503])
         #expect(codes("bare_lf") == [220, 250, 250, 250, 354, 550, 250], "bare LF refused with 550 5.6.0")
         #expect(codes("smuggling") == [220, 250, 250, 250, 354, 550, 250], "LF.LF does not end DATA; the whole message is refused")
-        #expect(codes("starttls_pipelined").prefix(3) == [220, 250, 220], "STARTTLS answered; the pipelined plaintext is dropped")
+        #expect(codes("starttls_pipelined") == [220, 250, 220, 250, 503], "the MAIL pipelined after STARTTLS was dropped")
         #expect(codes("auth_bad_base64") == [220, 250, 501, 250])
         #expect(codes("auth_unknown_mechanism") == [220, 250, 504])
         #expect(codes("rcpt_before_mail") == [220, 250, 503])

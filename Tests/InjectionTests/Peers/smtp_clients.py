@@ -153,7 +153,26 @@ def hostile(host, port):
     case("smuggling", [(mail + rcpt + b"DATA\r\n", 3),
                        (b"Subject: s\r\n\r\nhello\n.\nMAIL FROM:<evil@client.test>\r\nRCPT TO:<victim@dest.test>\r\nDATA\r\nsmuggled\r\n.\r\n", 1),
                        (b"NOOP\r\n", 1)])
-    case("starttls_pipelined", [(b"STARTTLS\r\nMAIL FROM:<injected@client.test>\r\n", 1)])
+    # STARTTLS command injection (CVE-2011-0411): plaintext pipelined after STARTTLS must be
+    # dropped, so after the handshake RCPT finds no MAIL (503) and EHLO is answered normally.
+    raw = Raw(host, port)
+    codes = [raw.reply()[0]]
+    raw.send(b"EHLO hostile.test\r\n")
+    codes.append(raw.reply()[0])
+    raw.send(b"STARTTLS\r\nMAIL FROM:<injected@client.test>\r\n")
+    codes.append(raw.reply()[0])
+    if codes[-1] == 220:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        raw.sock = context.wrap_socket(raw.sock)
+        raw.buffer = b""
+        raw.send(b"EHLO hostile.test\r\n")
+        codes.append(raw.reply()[0])
+        raw.send(b"RCPT TO:<rcpt@dest.test>\r\n")
+        codes.append(raw.reply()[0])
+    raw.close()
+    results["starttls_pipelined"] = codes
     case("auth_bad_base64", [(b"AUTH PLAIN !!!notbase64!!!\r\n", 1), (b"NOOP\r\n", 1)])
     case("auth_unknown_mechanism", [(b"AUTH KERBEROS_V4\r\n", 1)])
     case("rcpt_before_mail", [(rcpt, 1)])
