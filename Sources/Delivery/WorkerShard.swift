@@ -234,6 +234,10 @@ public final class WorkerShard: @unchecked Sendable {
         inFlight += 1
         let keys = delivery.recipients.map { RecipientKey(message: MessageID(high: $0.ref.messageHigh, low: $0.ref.messageLow), index: $0.ref.index) }
         let id = keys[0].message
+        if messages.get(id) == nil, let fresh = spoolShard.cachedMessage(id) {
+            /* Committed moments ago by a listener: no need to read it back. */
+            messages.put(id, PreparedMessage(fresh, hostname: configuration.hostname))
+        }
         let needMessage = messages.get(id) == nil
         if !needMessage, let recipients = spoolShard.cachedRecipients(keys) {
             read(delivery, keys: keys, .success((nil, recipients)))

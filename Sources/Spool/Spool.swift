@@ -393,25 +393,10 @@ extension SpoolShard {
             throw SpoolError(.invalid("message \(id) has nothing pending in shard \(index)"))
         }
         let raw = try readRecord(segment: segment, offset: offset)
-        do {
-            return try raw.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) throws -> StoredMessage in
-                var reader = RecordReader(UnsafeRawBufferPointer(rebasing: bytes[8...]))
-                guard try reader.u8() == RecordType.message.rawValue, try reader.id() == id else { throw ShortRecord() }
-                let created = try reader.i64()
-                let expires = try reader.i64()
-                let priority = PriorityClass(rawValue: try reader.u8()) ?? .bulk
-                let sender = try reader.string16()
-                let campaign = try reader.string16()
-                let tenant = try reader.string16()
-                let hints = Array(try reader.blob32())
-                let body = Array(try reader.blob32())
-                return StoredMessage(id: id, created: created, sender: sender,
-                                     metadata: MessageMetadata(campaign: campaign, tenant: tenant, priority: priority, expires: expires, hints: hints),
-                                     body: body)
-            }
-        } catch {
+        guard let message = raw.withUnsafeBytes({ decodeMessage(UnsafeRawBufferPointer(rebasing: $0[8...])) }), message.id == id else {
             throw SpoolError(.invalid("undecodable message record"), path: segmentPath(segment))
         }
+        return message
     }
 
     /// recipient - a pending recipient's address and merge variables (a blocking `pread`,
@@ -448,5 +433,27 @@ extension SpoolShard {
             out.append((pending, NewRecipient(found.address, variables: found.variables)))
         }
         return out
+    }
+}
+
+/// decodeMessage - a message record's body (type octet and payload), or nil when it is not one.
+func decodeMessage(_ body: UnsafeRawBufferPointer) -> StoredMessage? {
+    var reader = RecordReader(body)
+    do {
+        guard try reader.u8() == RecordType.message.rawValue else { return nil }
+        let id = try reader.id()
+        let created = try reader.i64()
+        let expires = try reader.i64()
+        let priority = PriorityClass(rawValue: try reader.u8()) ?? .bulk
+        let sender = try reader.string16()
+        let campaign = try reader.string16()
+        let tenant = try reader.string16()
+        let hints = Array(try reader.blob32())
+        let body = Array(try reader.blob32())
+        return StoredMessage(id: id, created: created, sender: sender,
+                             metadata: MessageMetadata(campaign: campaign, tenant: tenant, priority: priority, expires: expires, hints: hints),
+                             body: body)
+    } catch {
+        return nil
     }
 }

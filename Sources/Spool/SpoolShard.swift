@@ -20,25 +20,76 @@ struct CachedRecipients: Sendable {
     var byIndex: [UInt32: NewRecipient]
 }
 
-/// The few recipients records decoded last (a campaign's records hold 4,096 recipients and
-/// the engine asks for them a transaction at a time). Thread-safe.
+/// The recipients records decoded last (a campaign's records hold 4,096 recipients and
+/// the engine asks for them a transaction at a time; a transactional message's record is
+/// put here as it is committed), oldest out first. Thread-safe.
 final class RecordCache: Sendable {
-    private let entries = Mutex<[(slot: UInt64, record: CachedRecipients)]>([])
-    private let capacity = 32
+    private struct Entries {
+        var bySlot: [UInt64: CachedRecipients] = [:]
+        var order: [UInt64] = []            /* insertion order, oldest first (a ring from `next`) */
+        var next = 0
+    }
+    private let entries = Mutex(Entries())
+    private let capacity = 512
 
     func get(_ slot: UInt64) -> CachedRecipients? {
-        entries.withLock { list in list.first(where: { $0.slot == slot })?.record }
+        entries.withLock { $0.bySlot[slot] }
     }
 
     func put(_ slot: UInt64, _ record: CachedRecipients) {
         entries.withLock { list in
-            list.removeAll { $0.slot == slot }
-            if list.count >= capacity { list.removeFirst() }
-            list.append((slot, record))
+            if list.bySlot.updateValue(record, forKey: slot) != nil { return }
+            if list.order.count < capacity {
+                list.order.append(slot)
+            } else {
+                list.bySlot[list.order[list.next]] = nil
+                list.order[list.next] = slot
+                list.next = (list.next + 1) % capacity
+            }
         }
     }
 
-    func clear() { entries.withLock { $0.removeAll() } }
+    func clear() { entries.withLock { $0 = Entries() } }
+}
+
+/// Messages committed last by this process, decoded, so the engine can deliver a message
+/// just received without reading it back (the listener's transactional path). Small
+/// messages only; oldest out first. Thread-safe.
+final class FreshMessages: Sendable {
+    private struct Entries {
+        var byID: [MessageID: StoredMessage] = [:]
+        var order: [MessageID] = []         /* insertion order; the oldest kept is at `head` */
+        var head = 0
+        var bytes = 0                       /* body octets kept */
+    }
+    private let entries = Mutex(Entries())
+    /// At most this many messages, and this many body octets in all.
+    private let capacity = 1024
+    private let byteLimit = 32 << 20
+    /// Larger bodies are not kept (a campaign's body is read once anyway).
+    static let largestBody = 1 << 20
+
+    func get(_ id: MessageID) -> StoredMessage? {
+        entries.withLock { $0.byID[id] }
+    }
+
+    func put(_ message: StoredMessage) {
+        guard message.body.count <= FreshMessages.largestBody else { return }
+        entries.withLock { list in
+            guard list.byID.updateValue(message, forKey: message.id) == nil else { return }
+            list.order.append(message.id)
+            list.bytes += message.body.count
+            while (list.byID.count > capacity || list.bytes > byteLimit) && list.head < list.order.count {
+                let oldest = list.order[list.head]
+                list.head += 1
+                if let gone = list.byID.removeValue(forKey: oldest) { list.bytes -= gone.body.count }
+            }
+            if list.head >= capacity {
+                list.order.removeFirst(list.head)
+                list.head = 0
+            }
+        }
+    }
 }
 
 /// An append waiting for the writer.
@@ -89,6 +140,7 @@ public final class SpoolShard: @unchecked Sendable {
     private var subscriber: (@Sendable ([PendingRecipient]) -> Void)?
     /// Recently decoded recipients records, for `recipients(_:)`: (segment << 32 | offset) -> by index.
     private let recordCache = RecordCache()
+    private let freshMessages = FreshMessages()
 
     private var dirtySince: Int64? = nil
     private var compactionWanted = false
@@ -522,9 +574,39 @@ public final class SpoolShard: @unchecked Sendable {
             defer { state.fresh.removeAll() }
             return (state.fresh, self.subscriber)
         }
-        if !fresh.isEmpty { subscriber?(fresh) }
+        if !fresh.isEmpty, let subscriber {
+            /* Someone delivers as mail arrives: keep what they will ask for first in memory. */
+            keepFresh(buffer, base: base, segment: segment)
+            subscriber(fresh)
+        }
         for item in chunk { item.completion(.success(())) }
     }
+
+    /// keepFresh - decode the small messages and their recipients records just committed
+    /// (at `base` of `segment`) into the caches the engine reads first.
+    private func keepFresh(_ buffer: [UInt8], base: Int, segment: UInt32) {
+        buffer.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count, case .record(let record) = scanFrame(raw, at: offset, verify: false) {
+                defer { offset += record.size }
+                guard record.size <= FreshMessages.largestBody + 4096, let type = record.body.first else { continue }
+                if type == RecordType.message.rawValue {
+                    if let message = decodeMessage(record.body) { freshMessages.put(message) }
+                } else if type == RecordType.recipients.rawValue {
+                    let framed = Array(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + record.size)]))
+                    guard let decoded = try? decodeRecipients(framed) else { continue }
+                    var reader = RecordReader(UnsafeRawBufferPointer(rebasing: record.body[1...]))
+                    guard let id = try? reader.id() else { continue }
+                    var byIndex: [UInt32: NewRecipient] = [:]
+                    for entry in decoded { byIndex[entry.index] = NewRecipient(entry.address, variables: entry.variables) }
+                    recordCache.put(UInt64(segment) << 32 | UInt64(base + offset), CachedRecipients(message: id, byIndex: byIndex))
+                }
+            }
+        }
+    }
+
+    /// cachedMessage - a message committed lately by this process, without reading the disk; nil when not kept.
+    public func cachedMessage(_ id: MessageID) -> StoredMessage? { freshMessages.get(id) }
 
     // MARK: preallocation
 
