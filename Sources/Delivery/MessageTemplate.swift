@@ -157,7 +157,11 @@ private struct TemplateBuilder {
         let block = RawMessage.parseHeaders(message, 0..<message.count)
         let lineEnd: [UInt8] = firstLineEndIsCRLF(message) ? [0x0D, 0x0A] : [0x0A]
 
-        /* The headers the engine owns go first: Message-ID unless the sender set one, X-Carrier-Id always. */
+        /* Trace fields at the top stay at the top (RFC 5321 §4.4): Received, Return-Path. */
+        let trace = block.fields.prefix { $0.name == "received" || $0.name == "return-path" }
+        for field in trace { scan(message, field.range, .header) }
+
+        /* Then the headers the engine owns: Message-ID unless the sender set one, X-Carrier-Id always. */
         if !block.fields.contains(where: { $0.name == "message-id" }) {
             literal(Array("Message-ID: <".utf8))
             segments.append(.queueID)
@@ -170,7 +174,7 @@ private struct TemplateBuilder {
         literal(lineEnd)
 
         /* The sender's headers, minus any X-Carrier-Id (it could claim another message's id). */
-        for field in block.fields where field.name != "x-carrier-id" {
+        for field in block.fields.dropFirst(trace.count) where field.name != "x-carrier-id" {
             scan(message, field.range, .header)
         }
         literal(message, block.separator)

@@ -9,8 +9,14 @@
 // its sockets (`NoDelayPool`; without it each keep-alive response waits 40 ms
 // for a delayed ACK, since FlyingFox writes headers and body separately).
 //
+// FlyingFox has no limit of its own on connections or header size and keeps
+// idle connections open: bind the API to loopback or an internal network, or put
+// a proxy in front of it. Bodies must carry a Content-Length and are read whole
+// before any answer, so a refused request leaves the connection in step.
+//
 // The API runs on Swift concurrency in its own threads, off the delivery
-// path. A request is answered 200 only after the spool's group commit holding
+// path; `start` and `stop` block their caller and must be called from a plain
+// thread, not from a task. A request is answered 200 only after the spool's group commit holding
 // its message is durable; bad input gets a 4xx with a JSON error naming the
 // field, and nothing of it is stored.
 
@@ -37,8 +43,9 @@ public struct HTTPInjectionConfiguration: Sendable {
     public var tokens: [String] = []
     /// Largest request body, in octets; larger ones get 413.
     public var maximumRequestSize = 64 << 20
-    /// Seconds a connection may sit idle between requests.
-    public var idleTimeoutSeconds = 60.0
+    /// Seconds a request may take from its first byte to storing its message; later, it is
+    /// refused (408 while reading the body, 503 before storing) and nothing is queued.
+    public var requestTimeoutSeconds = 60.0
 
     public init() {}
 
@@ -48,6 +55,7 @@ public struct HTTPInjectionConfiguration: Sendable {
         if tokens.isEmpty { return "the HTTP listener needs at least one bearer token (tokens, token_file or --http-token)" }
         if tokens.contains(where: { $0.count < 16 }) { return "HTTP bearer tokens must be at least 16 characters" }
         if maximumRequestSize < 1024 { return "max_request_size must be at least 1KiB" }
+        if requestTimeoutSeconds < 1 { return "request_timeout must be at least 1s" }
         return nil
     }
 }
@@ -85,7 +93,10 @@ public final class HTTPInjectionServer: Sendable {
             } catch {
                 throw InjectionError("cannot listen on \(address): \(error)")
             }
-            let config = HTTPServer.Configuration(address: socketAddress, timeout: configuration.idleTimeoutSeconds,
+            /* FlyingFox's timeout cancels a handler outright (and answers 500 even if the handler
+               then stores the message): give it room beyond our own deadline, which refuses
+               before storing. */
+            let config = HTTPServer.Configuration(address: socketAddress, timeout: configuration.requestTimeoutSeconds + 30,
                                                   pool: NoDelayPool(base: HTTPServer.defaultPool()), logger: .disabled)
             let server = HTTPServer(config: config, handler: handler)
             let task = Task { try await server.run() }
@@ -98,8 +109,11 @@ public final class HTTPInjectionServer: Sendable {
                     if case .ip6(_, let real)? = await server.listeningAddress { port = real }
                     listening.put(.success(EventCore.SocketAddress(ip: address.ip, port: port)))
                 } catch {
+                    /* A failed bind ends run() at once: report its error, not the wait's timeout. */
                     task.cancel()
-                    listening.put(.failure(InjectionError("cannot listen on \(address) for HTTP: \(error)")))
+                    var reason = "\(error)"
+                    if case .failure(let failure) = await task.result { reason = "\(failure)" }
+                    listening.put(.failure(InjectionError("cannot listen on \(address) for HTTP: \(reason)")))
                 }
             }
             switch listening.take() {
@@ -174,22 +188,32 @@ struct InjectionHandler: HTTPHandler {
 
     /// inject - check the token and the body, store the message, answer once it is durable.
     private func inject(_ request: HTTPRequest) async -> HTTPResponse {
+        let started = monotonicSeconds()
+        /* A body of known length only: chunked bodies cannot be drained safely on refusal. */
+        if request.headers[HTTPHeader("Transfer-Encoding")] != nil {
+            return closing(json(.lengthRequired, ["error": "send the body with a Content-Length (chunked transfer encoding is not accepted)"]))
+        }
+        let length = request.headers[HTTPHeader("Content-Length")].flatMap(Int.init) ?? 0
+        if length > configuration.maximumRequestSize {
+            return closing(json(.payloadTooLarge, ["error": "the request body is larger than \(configuration.maximumRequestSize) octets"]))
+        }
+        var body = Data()
+        body.reserveCapacity(length)
+        do {
+            /* Read the whole body even to refuse it, so the connection stays in step. */
+            for try await chunk in request.bodySequence {
+                body.append(chunk)
+                if monotonicSeconds() - started > configuration.requestTimeoutSeconds {
+                    return closing(json(.requestTimeout, ["error": "the request body took longer than \(Int(configuration.requestTimeoutSeconds)) s"]))
+                }
+            }
+        } catch {
+            return closing(json(.badRequest, ["error": "cannot read the request body: \(error)"]))
+        }
         guard authorised(request.headers[HTTPHeader("Authorization")]) else {
             var response = json(.unauthorized, ["error": "a valid bearer token is required (Authorization: Bearer TOKEN)"])
             response.headers[HTTPHeader("WWW-Authenticate")] = "Bearer realm=\"carrier\""
             return response
-        }
-        if let length = request.headers[HTTPHeader("Content-Length")].flatMap(Int.init), length > configuration.maximumRequestSize {
-            return tooLarge()
-        }
-        var body = Data()
-        do {
-            for try await chunk in request.bodySequence {
-                body.append(chunk)
-                if body.count > configuration.maximumRequestSize { return tooLarge() }
-            }
-        } catch {
-            return json(.badRequest, ["error": "cannot read the request body: \(error)"])
         }
         let parsed: InjectRequest
         do {
@@ -198,6 +222,10 @@ struct InjectionHandler: HTTPHandler {
             return json(.badRequest, ["error": error.description, "field": error.field])
         }
         let count = parsed.message.recipients.count
+        /* Past our deadline (or cancelled by the server's): refuse now, before anything is stored. */
+        if Task.isCancelled || monotonicSeconds() - started > configuration.requestTimeoutSeconds {
+            return json(.serviceUnavailable, ["error": "the request took longer than \(Int(configuration.requestTimeoutSeconds)) s; nothing was queued"])
+        }
         let result: Result<MessageID, SpoolError> = await withCheckedContinuation { continuation in
             spool.enqueue(parsed.message) { continuation.resume(returning: $0) }
         }
@@ -225,8 +253,9 @@ struct InjectionHandler: HTTPHandler {
         return found
     }
 
-    private func tooLarge() -> HTTPResponse {
-        var response = json(.payloadTooLarge, ["error": "the request body is larger than \(configuration.maximumRequestSize) octets"])
+    /// closing - `response` with `Connection: close` (the client is told not to reuse the connection).
+    private func closing(_ response: HTTPResponse) -> HTTPResponse {
+        var response = response
         response.headers[HTTPHeader("Connection")] = "close"
         return response
     }
@@ -241,4 +270,11 @@ struct InjectionHandler: HTTPHandler {
 private func writeStandardErrorLine(_ text: String) {
     let line = text + "\n"
     line.withCString { _ = write(2, $0, strlen($0)) }
+}
+
+/// monotonicSeconds - a clock for request deadlines.
+private func monotonicSeconds() -> Double {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
 }

@@ -103,11 +103,10 @@ struct InjectRequest {
             }
             var variables = try substitutions(recipient["substitutions"], path + ".substitutions")
             if content.builder {
+                /* The builder's To: is the recipient's own: a top-level "name" never fills it. */
                 variables.append(("email", parsed.description))
-                if let name = recipient["name"] {
-                    let text = try string(name, path + ".name")
-                    variables.append(("name", String(text.unicodeScalars.filter { $0 != "\"" && $0 != "\\" })))
-                }
+                let name = try recipient["name"].map { v throws(InjectRequestError) in try string(v, path + ".name") } ?? ""
+                variables.append(("name", String(name.unicodeScalars.filter { $0 != "\"" && $0 != "\\" })))
             }
             /* Own values first: the first pair of a name wins when rendering. */
             for global in globals where !variables.contains(where: { $0.0 == global.0 }) { variables.append(global) }

@@ -47,7 +47,7 @@ public struct SubmissionContext: Sendable {
 extension SubmissionContext {
     /// clientText - how the Received field names a client address.
     public static func clientText(_ address: IPAddress?) -> String {
-        address.map { $0.isIPv6 ? "IPv6:\($0)" : "\($0)" } ?? "unknown"
+        address.map(NetworkPrefix.unmapped).map { $0.isIPv6 ? "IPv6:\($0)" : "\($0)" } ?? "unknown"
     }
 }
 
@@ -170,12 +170,15 @@ public enum SubmissionIntake {
     }
 
     /// fieldNamed - true when the field at `start` is called `name` (ASCII, lowercase; compared without case).
+    /// Spaces or tabs between the name and the colon (RFC 5322 §4.5.3's obsolete syntax) are allowed.
     static func fieldNamed(_ name: StaticString, _ bytes: UnsafeRawBufferPointer, _ start: Int, _ stop: Int) -> Bool {
         let count = name.utf8CodeUnitCount
-        guard stop - start > count, bytes[start + count] == UInt8(ascii: ":") else { return false }
+        guard stop - start > count else { return false }
         let letters = name.utf8Start
         for index in 0..<count where bytes[start + index] | 0x20 != letters[index] { return false }
-        return true
+        var index = start + count
+        while index < stop && (bytes[index] == 0x20 || bytes[index] == 0x09) { index += 1 }
+        return index < stop && bytes[index] == UInt8(ascii: ":")
     }
 
     /// fieldValue - the value after the colon, unfolded and trimmed.

@@ -73,8 +73,8 @@ public final class SubmissionServer: Sendable {
                         bound.put(.failure(error))
                     }
                 }
+                workers.append(box)     /* before take(): the worker must not die off its thread */
                 addresses = try bound.take().get()
-                workers.append(box)
             }
         } catch {
             threads.forEach { $0.stop() }
@@ -87,16 +87,30 @@ public final class SubmissionServer: Sendable {
     /// What the listener has done so far.
     public var statistics: SubmissionStatistics { shared.statistics }
 
-    /// stop - close the listeners, give stores in progress `graceMilliseconds` to be answered, stop the threads.
+    /// stop - close the listeners, refuse new transactions (421 4.3.2), give the messages
+    /// being stored `graceMilliseconds` to be answered, then stop the threads.
     public func stop(graceMilliseconds: Int = 5_000) {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        shared.stopping.store(true, ordering: .releasing)
         for (thread, box) in zip(threads, workers) {
-            thread.execute { _ in box.worker?.closeListeners() }
+            let closed = Handoff<Bool>()
+            thread.execute { _ in
+                box.worker?.closeListeners()
+                closed.put(true)
+            }
+            _ = closed.take()
         }
         var waited = 0
         while shared.storing.load(ordering: .acquiring) > 0 && waited < graceMilliseconds {
             usleep(5_000)
             waited += 5
+        }
+        /* The last answers were written in the same loop turn that counted them; one more
+           turn on each thread lets anything queued behind them go out before the close. */
+        for thread in threads {
+            let turned = Handoff<Bool>()
+            thread.execute { _ in turned.put(true) }
+            _ = turned.take()
         }
         threads.forEach { $0.stop() }
         threads.forEach { $0.join() }

@@ -25,6 +25,7 @@ final class SubmissionShared: Sendable {
     private let settings: [[ServerConnectionConfiguration]]
     let openConnections = Atomic<Int>(0)
     let storing = Atomic<Int>(0)                    /* messages handed to the spool, not yet answered */
+    let stopping = Atomic<Bool>(false)              /* stop() began: new transactions get 421 4.3.2 */
     private let perClient = Mutex<[IPAddress: Int]>([:])
     private let counters = Mutex(SubmissionStatistics())
 

@@ -105,9 +105,10 @@ final class SubmissionWorker {
         }
     }
 
-    /// stored - on this loop: the spool's answer for a session's message.
+    /// stored - on this loop: the spool's answer for a session's message (counted as
+    /// answered only once the reply is written, so stop() cannot cut it off).
     private func stored(_ item: StoreResult) {
-        shared.storing.subtract(1, ordering: .releasing)
+        defer { shared.storing.subtract(1, ordering: .releasing) }
         guard let session = waiting.removeValue(forKey: item.session) else { return }
         session.answer(item.result)
     }
@@ -124,6 +125,7 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
     let clientText: String                      /* the address as the Received field writes it */
     weak var connection: ServerConnection?
     private var recipients = 0                  /* of the message being stored */
+    private var closing = false                 /* answered 421: close after this read's replies */
 
     init(worker: SubmissionWorker, number: UInt64, client: IPAddress?) {
         self.worker = worker
@@ -132,7 +134,20 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
         clientText = SubmissionContext.clientText(client)
     }
 
+    // MARK: ServerPolicy
+
+    /// mail - while the listener stops, no new transaction starts (RFC 5321 §3.8: 421, then close).
+    func mail(from sender: ReversePath, parameters: MailParameters, session: ServerSessionView) -> Reply? {
+        guard worker.shared.stopping.load(ordering: .acquiring) else { return nil }
+        closing = true
+        return Reply(code: 421, enhanced: EnhancedStatus(4, 3, 2), text: "4.3.2 \(worker.shared.configuration.hostname) Service shutting down")
+    }
+
     // MARK: ServerConnectionDelegate
+
+    func serverConnectionDidRead(_ connection: ServerConnection) {
+        if closing { connection.close() }
+    }
 
     func serverConnection(_ connection: ServerConnection, received message: ReceivedMessage) {
         let shared = worker.shared

@@ -82,6 +82,7 @@ public final class ServerConnection: ByteStreamHandler {
     private var performing = false                  /* inside perform(): nested events just queue */
     private var awaitingAnswer = false              /* a message is with the delegate */
     private var readingPaused = false               /* reading stopped until the delegate answers */
+    private var peerFinished = false                /* the client half-closed while its message was stored */
     private var batching = false                    /* inside streamRead(): replies wait for one write */
     private var batch: [ByteBuffer] = []            /* replies of this read, written together */
 
@@ -150,6 +151,13 @@ public final class ServerConnection: ByteStreamHandler {
             session.messageRejected(reply, into: &actions)
         }
         perform()
+        if peerFinished {
+            /* The client sent its end of stream after the message: it still gets the reply
+               (written after the queued ones, then FIN), and the connection closes after. */
+            stream.shutdownWrite()
+            timer.schedule(after: 5_000) { [unowned self] _ in stream.close() }
+            return
+        }
         /* On the next turn, input the client pipelined meanwhile is shown again. */
         if readingPaused {
             readingPaused = false
@@ -290,6 +298,11 @@ public final class ServerConnection: ByteStreamHandler {
     }
 
     public func streamReadEOF(_ stream: any ByteStream) {
+        /* A client may half-close right after its final dot: a message being stored is still answered. */
+        if awaitingAnswer {
+            peerFinished = true
+            return
+        }
         stream.close()
     }
 

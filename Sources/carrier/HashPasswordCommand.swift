@@ -41,6 +41,12 @@ struct HashPasswordCommand: ParsableCommand {
             throw ValidationError("the user name must be non-empty and without spaces")
         }
         guard iterations >= SubmissionUsers.minimumIterations else { throw ValidationError("--iterations must be at least \(SubmissionUsers.minimumIterations)") }
+        for (flag, value) in [("--campaign", campaign), ("--tenant", tenant)] {
+            if let value, value.isEmpty || value.contains(where: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "=" }) {
+                throw ValidationError("\(flag) must be non-empty, without spaces or '='")
+            }
+        }
+        guard iterations <= SubmissionUsers.maximumIterations else { throw ValidationError("--iterations must be at most \(SubmissionUsers.maximumIterations)") }
         var defaults = SubmissionUserDefaults(campaign: campaign, tenant: tenant)
         if let priority {
             guard let parsed = PriorityClass(name: priority) else { throw ValidationError("--class must be transactional or bulk") }

@@ -36,6 +36,14 @@ struct MessageTemplateTests {
         #expect(out == "Message-ID: <q1@mx.example.net>\r\nX-Carrier-Id: q1\r\nSubject: x\r\n\r\nBody x\r\n")
     }
 
+    @Test func traceFieldsStayOnTopAndALiteralMessageKeepsItsBraces() {
+        let text = "Received: from a ([192.0.2.1])\r\n\tby b; Mon, 30 Nov 2026 06:00:00 +0000\r\nReturn-Path: <s@x.test>\r\nSubject: {{s}}\r\n\r\n{{s}}\r\n"
+        let out = String(decoding: MessageTemplate(Array(text.utf8), mergeFields: false)
+            .render([("s", "no")], queueID: "q1", messageIDDomain: "mx.example.net"), as: UTF8.self)
+        #expect(out == "Received: from a ([192.0.2.1])\r\n\tby b; Mon, 30 Nov 2026 06:00:00 +0000\r\nReturn-Path: <s@x.test>\r\n"
+                + "Message-ID: <q1@mx.example.net>\r\nX-Carrier-Id: q1\r\nSubject: {{s}}\r\n\r\n{{s}}\r\n")
+    }
+
     @Test func fieldsAndPersonalisation() {
         let template = MessageTemplate(Array("Subject: {{a}} {{ b.c }}\n\n{{a}} {{d-e_f}}\n".utf8))
         #expect(template.fields == ["a", "b.c", "d-e_f"])

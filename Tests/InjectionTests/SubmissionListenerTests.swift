@@ -112,6 +112,24 @@ struct SubmissionListenerTests {
         #expect(queued == Set(stored.map(\.message.id.description)), "each 250 names the id it was stored under")
     }
 
+    @Test func aClientThatHalfClosesAfterTheDotStillGetsIts250() throws {
+        let fixture = try ListenerFixture("halfclose")
+        defer { fixture.stop() }
+        let answer = try runPeer("halfclose", port: fixture.port)
+        #expect(answer["codes"] as? [Int] == [220, 250, 250, 250, 354, 250, 0])
+        #expect(try fixture.stored().count == 1)
+    }
+
+    @Test func whileStoppingNewTransactionsGet421() throws {
+        let fixture = try ListenerFixture("stopping")
+        defer { fixture.stop() }
+        fixture.server.shared.stopping.store(true, ordering: .releasing)
+        let refused = try runPeer("noauth", port: fixture.port)
+        #expect(refused["mail"] as? Int == 421)
+        #expect((refused["text"] as? String)?.hasPrefix("4.3.2") == true)
+        #expect(try fixture.stored().isEmpty)
+    }
+
     @Test func chunkingWithBDATIsStoredWhole() throws {
         let fixture = try ListenerFixture("bdat")
         defer { fixture.stop() }

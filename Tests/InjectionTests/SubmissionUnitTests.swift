@@ -2,6 +2,7 @@
 
 import Bytes
 import Delivery
+import EventCore
 import Injection
 import SMTP
 import SMTPStreams
@@ -23,13 +24,21 @@ import Testing
         #expect(users.defaults["bob"] == SubmissionUserDefaults(priority: .bulk, campaign: "news", tenant: "acme"))
     }
 
+    @Test func aPasswordThatVerifiedOnceIsRecognisedAgainAndAWrongOneIsNot() throws {
+        let users = try SubmissionUsers(parsing: SubmissionUsers.line(user: "carol", password: "pw-1", crypto: OpenSSLCrypto()), file: "u")
+        for _ in 0..<3 { #expect(users.verify(username: "carol", password: "pw-1")) }
+        #expect(!users.verify(username: "carol", password: "pw-2"), "a remembered password does not let another one in")
+        #expect(users.verify(username: "carol", password: "pw-1"))
+    }
+
     @Test func malformedLinesNameTheLine() {
         let good = SubmissionUsers.line(user: "bob", password: "pw", crypto: OpenSSLCrypto())
         let cases: [(String, Int, String)] = [
             ("bob\n", 1, "expected USER"),
             ("bob plaintext-password\n", 1, "is not SCRAM-SHA-256"),
             ("# c\n" + good + "\n" + good + "\n", 3, "appears twice"),
-            (good.replacingOccurrences(of: "$4096:", with: "$1000:") + "\n", 1, "at least 4096"),
+            (good.replacingOccurrences(of: "$4096:", with: "$1000:") + "\n", 1, "from 4096 to 100000"),
+            (good.replacingOccurrences(of: "$4096:", with: "$200000:") + "\n", 1, "from 4096 to 100000"),
             (good + " class=urgent\n", 1, "class must be"),
             (good + " colour=red\n", 1, "unknown setting"),
         ]
@@ -82,6 +91,20 @@ import Testing
             try SubmissionIntake.prepare(try received("X-Carrier-Class: urgent\r\n\r\nbody\r\n"), id: id, context: context,
                                          defaults: nil, defaultPriority: .transactional)
         }
+    }
+
+    @Test func obsoleteSpaceBeforeTheColonIsStillAField() throws {
+        let message = try SubmissionIntake.prepare(try received("X-Carrier-Class \t: bulk\r\nX-Carrier-Classic: keep\r\n\r\nbody\r\n"), id: id,
+                                                   context: context, defaults: nil, defaultPriority: .transactional)
+        #expect(message.metadata.priority == .bulk)
+        let text = String(decoding: message.body, as: UTF8.self)
+        #expect(!text.contains("X-Carrier-Class ") && text.contains("X-Carrier-Classic: keep\r\n"), "only the exact name is removed")
+    }
+
+    @Test func mappedIPv4ClientsAreWrittenAsIPv4() {
+        #expect(SubmissionContext.clientText(IPAddress("::ffff:192.0.2.9")) == "192.0.2.9")
+        #expect(SubmissionContext.clientText(IPAddress("2001:db8::1")) == "IPv6:2001:db8::1")
+        #expect(SubmissionContext.clientText(nil) == "unknown")
     }
 
     @Test func aMessageWithoutHeaderSectionKeepsItsBody() throws {

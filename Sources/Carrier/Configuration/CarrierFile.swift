@@ -118,7 +118,7 @@ public enum CarrierFile {
                     guard let text = readTextFile(path) else { throw error("cannot read token_file \(path)") }
                     listener.tokens += text.split(separator: "\n").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
                 case "max_request_size": listener.maximumRequestSize = try size(value, error)
-                case "idle_timeout": listener.idleTimeoutSeconds = Double(try ShapingFile.duration(value, error)) / 1000
+                case "request_timeout": listener.requestTimeoutSeconds = Double(try ShapingFile.duration(value, error)) / 1000
                 default: throw error("unknown key \(entry.key) in [http_listener]")
                 }
                 settings.http = listener

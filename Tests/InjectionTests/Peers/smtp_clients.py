@@ -9,6 +9,8 @@ Scenarios:
   badauth USER PASS          smtplib: AUTH PLAIN with a wrong password: the refusal
   noauth                     smtplib without AUTH: MAIL's reply (for a listener that requires AUTH)
   pipelined COUNT            raw socket: COUNT transactions, each MAIL/RCPT/RCPT/DATA in one write
+  halfclose                  raw socket: one message, then shutdown(SHUT_WR) right after the final dot;
+                             the reply must still come
   bdat                       raw socket: one message in two BDAT chunks (CHUNKING), pipelined
   hostile                    raw socket: one case per connection (see HOSTILE); replies by case
   idle COUNT [SEND]          opens COUNT connections and reads each greeting (codes counted); with
@@ -111,6 +113,19 @@ def pipelined(host, port, count):
     raw.send(b"QUIT\r\n")
     replies.append(raw.reply())
     done({"codes": [code for code, _ in replies], "last_data": [text for code, text in replies if text.startswith("2.0.0 Ok: queued")]})
+
+def halfclose(host, port):
+    raw = Raw(host, port)
+    replies = [raw.reply()]
+    raw.send(b"EHLO client.test\r\n")
+    replies.append(raw.reply())
+    raw.send(b"MAIL FROM:<sender@client.test>\r\nRCPT TO:<half@dest.test>\r\nDATA\r\n")
+    replies += [raw.reply() for _ in range(3)]
+    raw.send(message("halfclose").encode() + b".\r\n")
+    raw.sock.shutdown(socket.SHUT_WR)
+    replies.append(raw.reply())
+    replies.append(raw.reply())     # then the server closes: (0, "closed")
+    done({"codes": [code for code, _ in replies]})
 
 def bdat(host, port):
     raw = Raw(host, port)
