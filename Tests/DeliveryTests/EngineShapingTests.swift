@@ -137,8 +137,10 @@ struct EngineShapingTests {
         for (delay, expected) in zip(delays.prefix(4), [200, 400, 800, 800]) {
             #expect(abs(delay - expected) <= 5, "retry delay \(delay) ms, expected \(expected)")
         }
+        /* Never early as a whole: the log's millisecond stamps are taken a moment after the
+           scheduler's clock read that set each retry, so allow 2 ms per step. */
         let times = steps.map { $0["time"] as! Int }
-        #expect(times[5] - times[0] >= 2_400)
+        #expect(times[5] - times[0] >= 2_400 - 10, "first deferral to expiry: \(times[5] - times[0]) ms")
 
         /* The DSN: from <>, to the sender, naming the recipient and the last reply. */
         let received = try readSinkRecord(folder.path + "/record.jsonl")
