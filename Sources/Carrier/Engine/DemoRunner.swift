@@ -65,7 +65,7 @@ public enum DemoRunner {
                                     metadata: MessageMetadata(campaign: "demo-newsletter", priority: .bulk))
         do {
             for n in 0..<options.recipients {
-                let domain = n % 100 < 84 ? domains[0] : n % 100 < 90 ? domains[1] : domains[2]
+                let domain = n % 100 < 87 ? domains[0] : n % 100 < 90 ? domains[1] : domains[2]
                 planned[domain, default: 0] += 1
                 try writer.add(NewRecipient("reader\(n)@\(domain)", variables: [("name", "Reader \(n)"), ("code", String(n &* 7919 % 100_000))]))
             }
