@@ -11,8 +11,9 @@
 //
 // FlyingFox has no limit of its own on connections or header size and keeps
 // idle connections open: bind the API to loopback or an internal network, or put
-// a proxy in front of it. Bodies must carry a Content-Length and are read whole
-// before any answer, so a refused request leaves the connection in step.
+// a proxy in front of it. A body is read whole before any answer, so a refused
+// request leaves the connection in step; only one over the size limit is left
+// unread (FlyingFox keeps the connection, and with it that body's rest).
 //
 // The API runs on Swift concurrency in its own threads, off the delivery
 // path; `start` and `stop` block their caller and must be called from a plain
@@ -189,19 +190,15 @@ struct InjectionHandler: HTTPHandler {
     /// inject - check the token and the body, store the message, answer once it is durable.
     private func inject(_ request: HTTPRequest) async -> HTTPResponse {
         let started = monotonicSeconds()
-        /* A body of known length only: chunked bodies cannot be drained safely on refusal. */
-        if request.headers[HTTPHeader("Transfer-Encoding")] != nil {
-            return closing(json(.lengthRequired, ["error": "send the body with a Content-Length (chunked transfer encoding is not accepted)"]))
-        }
         let length = request.headers[HTTPHeader("Content-Length")].flatMap(Int.init) ?? 0
-        if length > configuration.maximumRequestSize {
-            return closing(json(.payloadTooLarge, ["error": "the request body is larger than \(configuration.maximumRequestSize) octets"]))
-        }
+        if length > configuration.maximumRequestSize { return tooLarge() }
         var body = Data()
         body.reserveCapacity(length)
         do {
-            /* Read the whole body even to refuse it, so the connection stays in step. */
+            /* Read the whole body even to refuse it (a bad token, bad JSON), so the connection
+               stays in step; only a body over the limit is left unread. */
             for try await chunk in request.bodySequence {
+                if body.count + chunk.count > configuration.maximumRequestSize { return tooLarge() }
                 body.append(chunk)
                 if monotonicSeconds() - started > configuration.requestTimeoutSeconds {
                     return closing(json(.requestTimeout, ["error": "the request body took longer than \(Int(configuration.requestTimeoutSeconds)) s"]))
@@ -251,6 +248,11 @@ struct InjectionHandler: HTTPHandler {
         var found = false
         for token in tokens where constantTimeEqual(token, given) { found = true }
         return found
+    }
+
+    /// tooLarge - 413 for a body over `maximumRequestSize`.
+    private func tooLarge() -> HTTPResponse {
+        closing(json(.payloadTooLarge, ["error": "the request body is larger than \(configuration.maximumRequestSize) octets"]))
     }
 
     /// closing - `response` with `Connection: close` (the client is told not to reuse the connection).

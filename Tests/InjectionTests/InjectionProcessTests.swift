@@ -66,6 +66,9 @@ struct InjectionProcessTests {
         #expect(ok == 200, "\(okBody)")
         #expect(okBody.contains("\"success_count\":2") && okBody.contains("\"fail_count\":0") && okBody.contains("\"id\":\""))
 
+        let (chunked, chunkedBody) = try curl(auth + ["-H", "Transfer-Encoding: chunked", "--data-binary", good, url + "/api/inject/v1"], folder: folder)
+        #expect(chunked == 200, "a chunked body is read like any other: \(chunkedBody)")
+
         let oversized = folder.file("big.json")
         try Data(("{\"envelope_sender\":\"a@b.test\",\"content\":\"" + String(repeating: "x", count: 65 << 20) + "\"}").utf8).write(to: URL(fileURLWithPath: oversized))
         let refusals: [([String], Int, String)] = [
@@ -84,7 +87,7 @@ struct InjectionProcessTests {
             #expect(body.contains(text), "\(arguments.suffix(2)) -> \(body)")
         }
         serve.process.terminate()
-        #expect(try pendingCount(folder) == 2, "only the good request was stored")
+        #expect(try pendingCount(folder) == 4, "only the two good requests were stored")
     }
 
     /// A 250 or a 200, then SIGKILL at once: the restarted engine delivers both messages.
