@@ -117,9 +117,10 @@ public enum SubmissionIntake {
         out.append(contentsOf: context.client.utf8)
         out.append(contentsOf: "])\r\n\tby ".utf8)
         out.append(contentsOf: sanitised(context.hostname).utf8)
-        out.append(contentsOf: " (Carrier) with ESMTP".utf8)
-        if context.isTLS { out.append(UInt8(ascii: "S")) }
-        if context.authenticatedUser != nil { out.append(UInt8(ascii: "A")) }
+        /* RFC 3848: SMTP after HELO; ESMTP, with S for TLS and A for AUTH, after EHLO. */
+        out.append(contentsOf: (received.extendedHello ? " (Carrier) with ESMTP" : " (Carrier) with SMTP").utf8)
+        if received.extendedHello && context.isTLS { out.append(UInt8(ascii: "S")) }
+        if received.extendedHello && context.authenticatedUser != nil { out.append(UInt8(ascii: "A")) }
         out.append(contentsOf: " id ".utf8)
         out.append(contentsOf: id.description.utf8)
         if received.recipients.count == 1 {

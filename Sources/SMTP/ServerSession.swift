@@ -44,6 +44,7 @@ public struct ServerSession {
     var mode = Mode.greeting
     var parser = CommandParser()
     var heloName: String?
+    var extendedHello = false                       /* EHLO rather than HELO (RFC 3848's ESMTP vs SMTP) */
     /// True once TLS is up on this connection.
     public private(set) var isTLS = false
     /// The user AUTH succeeded for.
@@ -212,6 +213,7 @@ public struct ServerSession {
         switch command {
         case .ehlo(let domain):
             heloName = domain
+            extendedHello = true
             transaction = nil
             let lines = capabilities.ehloReplyLines(domain: configuration.hostname)
             for (index, line) in lines.enumerated() {
@@ -219,6 +221,7 @@ public struct ServerSession {
             }
         case .helo(let domain):
             heloName = domain
+            extendedHello = false
             transaction = nil
             reply(250, nil, configuration.hostname)
         case .mail(let sender, let parameters): mail(sender, parameters)
@@ -340,7 +343,8 @@ public struct ServerSession {
         actions.append(.cancelTimer)
         actions.append(.deliver(ReceivedMessage(
             heloName: heloName, sender: current.sender, mailParameters: current.parameters,
-            recipients: current.recipients, body: current.body, isTLS: isTLS, authenticatedUser: authenticatedUser)))
+            recipients: current.recipients, body: current.body, isTLS: isTLS, authenticatedUser: authenticatedUser,
+            extendedHello: extendedHello)))
     }
 
     private mutating func startTLS() {

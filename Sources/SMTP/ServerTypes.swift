@@ -88,10 +88,12 @@ public struct ReceivedMessage: Sendable {
     public let body: ByteBuffer
     public let isTLS: Bool
     public let authenticatedUser: String?
+    /// The client greeted with EHLO (not HELO).
+    public let extendedHello: Bool
 
     public init(heloName: String?, sender: ReversePath, mailParameters: MailParameters,
                 recipients: [(address: MailAddress, parameters: RecipientParameters)], body: ByteBuffer,
-                isTLS: Bool, authenticatedUser: String?) {
+                isTLS: Bool, authenticatedUser: String?, extendedHello: Bool = true) {
         self.heloName = heloName
         self.sender = sender
         self.mailParameters = mailParameters
@@ -99,6 +101,7 @@ public struct ReceivedMessage: Sendable {
         self.body = body
         self.isTLS = isTLS
         self.authenticatedUser = authenticatedUser
+        self.extendedHello = extendedHello
     }
 }
 

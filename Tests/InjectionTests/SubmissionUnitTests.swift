@@ -81,6 +81,15 @@ import Testing
         #expect(MessageHints.isLiteral(message.metadata.hints))
     }
 
+    @Test func aHELOClientIsWrittenAsSMTP() throws {
+        let base = try received("Subject: x\r\n\r\nbody\r\n")
+        let helo = ReceivedMessage(heloName: "old.client", sender: base.sender, mailParameters: base.mailParameters,
+                                   recipients: base.recipients, body: base.body, isTLS: true, authenticatedUser: "alice",
+                                   extendedHello: false)
+        let message = try SubmissionIntake.prepare(helo, id: id, context: context, defaults: nil, defaultPriority: .bulk)
+        #expect(String(decoding: message.body, as: UTF8.self).contains("(Carrier) with SMTP id "))
+    }
+
     @Test func defaultsApplyWithoutHeadersAndABadClassIsRefused() throws {
         let plain = try SubmissionIntake.prepare(try received("Subject: x\r\n\r\nbody\r\n", recipients: ["a@d.test", "b@d.test"]), id: id,
                                                  context: context, defaults: SubmissionUserDefaults(priority: .bulk, campaign: "c", tenant: "t"),
