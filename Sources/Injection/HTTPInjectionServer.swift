@@ -21,6 +21,7 @@
 // its message is durable; bad input gets a 4xx with a JSON error naming the
 // field, and nothing of it is stored.
 
+import Delivery
 import Dispatch
 public import EventCore
 import FlyingFox
@@ -189,7 +190,7 @@ struct InjectionHandler: HTTPHandler {
 
     /// inject - check the token and the body, store the message, answer once it is durable.
     private func inject(_ request: HTTPRequest) async -> HTTPResponse {
-        let started = monotonicSeconds()
+        let started = seconds()
         let length = request.headers[HTTPHeader("Content-Length")].flatMap(Int.init) ?? 0
         if length > configuration.maximumRequestSize { return tooLarge() }
         var body = Data()
@@ -200,7 +201,7 @@ struct InjectionHandler: HTTPHandler {
             for try await chunk in request.bodySequence {
                 if body.count + chunk.count > configuration.maximumRequestSize { return tooLarge() }
                 body.append(chunk)
-                if monotonicSeconds() - started > configuration.requestTimeoutSeconds {
+                if seconds() - started > configuration.requestTimeoutSeconds {
                     return closing(json(.requestTimeout, ["error": "the request body took longer than \(Int(configuration.requestTimeoutSeconds)) s"]))
                 }
             }
@@ -220,7 +221,7 @@ struct InjectionHandler: HTTPHandler {
         }
         let count = parsed.message.recipients.count
         /* Past our deadline (or cancelled by the server's): refuse now, before anything is stored. */
-        if Task.isCancelled || monotonicSeconds() - started > configuration.requestTimeoutSeconds {
+        if Task.isCancelled || seconds() - started > configuration.requestTimeoutSeconds {
             return json(.serviceUnavailable, ["error": "the request took longer than \(Int(configuration.requestTimeoutSeconds)) s; nothing was queued"])
         }
         let result: Result<MessageID, SpoolError> = await withCheckedContinuation { continuation in
@@ -236,7 +237,7 @@ struct InjectionHandler: HTTPHandler {
                 response.headers[HTTPHeader("Retry-After")] = "60"
                 return response
             }
-            writeStandardErrorLine("carrier: HTTP API: cannot store a message: \(error)")
+            writeStandardError("carrier: HTTP API: cannot store a message: \(error)\n")
             return json(.internalServerError, ["error": "the queue could not store the message; nothing was queued"])
         }
     }
@@ -268,15 +269,5 @@ struct InjectionHandler: HTTPHandler {
     }
 }
 
-/// writeStandardErrorLine - one diagnostic line on standard error.
-private func writeStandardErrorLine(_ text: String) {
-    let line = text + "\n"
-    line.withCString { _ = write(2, $0, strlen($0)) }
-}
-
-/// monotonicSeconds - a clock for request deadlines.
-private func monotonicSeconds() -> Double {
-    var spec = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &spec)
-    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
-}
+/// seconds - the monotonic clock in seconds, for request deadlines.
+private func seconds() -> Double { Double(MonotonicClock.nanoseconds()) / 1e9 }
