@@ -18,6 +18,13 @@ import Synchronization
 struct CachedRecipients: Sendable {
     var message: MessageID
     var byIndex: [UInt32: NewRecipient]
+
+    /// The entries of the framed recipients record `raw`, of `message`.
+    init(_ raw: [UInt8], message: MessageID) throws(SpoolError) {
+        self.message = message
+        byIndex = [:]
+        for decoded in try decodeRecipients(raw) { byIndex[decoded.index] = NewRecipient(decoded.address, variables: decoded.variables) }
+    }
 }
 
 /// The recipients records decoded last (a campaign's records hold 4,096 recipients and
@@ -594,12 +601,9 @@ public final class SpoolShard: @unchecked Sendable {
                     if let message = decodeMessage(record.body) { freshMessages.put(message) }
                 } else if type == RecordType.recipients.rawValue {
                     let framed = Array(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + record.size)]))
-                    guard let decoded = try? decodeRecipients(framed) else { continue }
                     var reader = RecordReader(UnsafeRawBufferPointer(rebasing: record.body[1...]))
-                    guard let id = try? reader.id() else { continue }
-                    var byIndex: [UInt32: NewRecipient] = [:]
-                    for entry in decoded { byIndex[entry.index] = NewRecipient(entry.address, variables: entry.variables) }
-                    recordCache.put(UInt64(segment) << 32 | UInt64(base + offset), CachedRecipients(message: id, byIndex: byIndex))
+                    guard let id = try? reader.id(), let cached = try? CachedRecipients(framed, message: id) else { continue }
+                    recordCache.put(UInt64(segment) << 32 | UInt64(base + offset), cached)
                 }
             }
         }
@@ -800,9 +804,7 @@ public final class SpoolShard: @unchecked Sendable {
                 }) else {
                     throw SpoolError(.invalid("recipient \(key): the record read is not its recipients record"), path: segmentPath(segment))
                 }
-                var byIndex: [UInt32: NewRecipient] = [:]
-                for decoded in try decodeRecipients(raw) { byIndex[decoded.index] = NewRecipient(decoded.address, variables: decoded.variables) }
-                record = CachedRecipients(message: key.message, byIndex: byIndex)
+                record = try CachedRecipients(raw, message: key.message)
                 recordCache.put(slot, record)
             }
             guard let found = record.byIndex[key.index] else {
