@@ -46,13 +46,7 @@ struct EngineShapingTests {
         defer { folder.remove() }
         let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
         let spool = try testSpool(folder.path)
-        let domains = (0..<50).map { "d\($0).test" }
-        let first = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 0 })
-        let second = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 1 })
-        let writer = spool.campaign(sender: "news@sender.test", body: Array("Subject: {{n}}\r\n\r\nHi\r\n".utf8),
-                                    metadata: MessageMetadata(campaign: "c", priority: .bulk))
-        for n in 0..<300 { try writer.add(NewRecipient("u\(n)@\(n % 2 == 0 ? first : second)", variables: [("n", String(n))])) }
-        _ = try writer.finish()
+        try enqueueAcrossBothShards(spool, count: 300)
         let route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
         var configuration = engineConfiguration(routes: [route])
         configuration.scheduler = SchedulerConfiguration(shaping: Shaping(sites: [route.siteName: Limits(messageRate: Rate(100, per: 1), messageBurst: 5)]))
@@ -75,13 +69,7 @@ struct EngineShapingTests {
         defer { folder.remove() }
         let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { $0.maximumConnections = 5 }
         let spool = try testSpool(folder.path)
-        let domains = (0..<50).map { "d\($0).test" }
-        let first = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 0 })
-        let second = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 1 })
-        let writer = spool.campaign(sender: "news@sender.test", body: Array("Subject: {{n}}\r\n\r\nHi\r\n".utf8),
-                                    metadata: MessageMetadata(campaign: "c", priority: .bulk))
-        for n in 0..<2_000 { try writer.add(NewRecipient("u\(n)@\(n % 2 == 0 ? first : second)", variables: [("n", String(n))])) }
-        _ = try writer.finish()
+        try enqueueAcrossBothShards(spool, count: 2_000)
         let route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
         var configuration = engineConfiguration(routes: [route])
         configuration.scheduler = SchedulerConfiguration(shaping: Shaping(sites: [route.siteName: Limits(maxConnections: 4, initialConnections: 4, maxMessagesPerConnection: 50)]))
@@ -191,4 +179,17 @@ func milliseconds(_ time: String) -> Int64 {
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     return Int64((formatter.date(from: time)?.timeIntervalSince1970 ?? 0) * 1000)
+}
+
+/// enqueueAcrossBothShards - one personalised campaign of `count` recipients, alternating
+/// between a domain of shard 0 and a domain of shard 1 (a two-shard spool), so one site is
+/// shared by both worker shards.
+private func enqueueAcrossBothShards(_ spool: Spool, count: Int) throws {
+    let domains = (0..<50).map { "d\($0).test" }
+    let first = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 0 })
+    let second = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 1 })
+    let writer = spool.campaign(sender: "news@sender.test", body: Array("Subject: {{n}}\r\n\r\nHi\r\n".utf8),
+                                metadata: MessageMetadata(campaign: "c", priority: .bulk))
+    for n in 0..<count { try writer.add(NewRecipient("u\(n)@\(n % 2 == 0 ? first : second)", variables: [("n", String(n))])) }
+    _ = try writer.finish()
 }
