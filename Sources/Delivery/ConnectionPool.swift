@@ -9,6 +9,14 @@
 // no longer usable and closes itself). An idle connection says QUIT after the idle
 // timeout. The session sends RSET before every transaction after the first.
 //
+// When no connection is idle and no new one may open, a transaction goes behind the
+// one in flight on a connection whose server offered PIPELINING: the session writes
+// its RSET, MAIL, RCPTs and DATA in the same write as the previous message's final dot
+// (RFC 2920 section 3.1 allows exactly this), so a busy connection carries a message
+// per round trip instead of one per two. A connection carries at most two
+// transactions. One that was still waiting its turn when the connection failed never
+// reached the server and is given to the pool again rather than deferred.
+//
 // A site's connections over every pool and every shard are capped by its
 // max_connections through one `ConnectionGate`: a pool opens a connection only with a
 // slot from the gate, and otherwise waits. While some pool waits, the others let their
@@ -90,6 +98,8 @@ final class ConnectionPool {
     private let loop: Loop
     private let crypto: any SASLCrypto
     private var idle: [PooledConnection] = []
+    /// Connections carrying one transaction whose server pipelines: each can take a second.
+    private var seconds: [PooledConnection] = []
     /// Every connection open or opening (the client connection holds its delegate weakly).
     private var connections: [ObjectIdentifier: PooledConnection] = [:]
     private var sourceCursor = 0
@@ -121,13 +131,51 @@ final class ConnectionPool {
                 continue
             }
             connection.start(transaction)
+            offerSecond(connection)
             return
         }
-        guard waiting.isEmpty, gate.acquire(limit: limits.maxConnections) else {
-            wait(transaction)
+        if waiting.isEmpty {
+            /* Behind a busy connection before opening another: the scheduler lets a site
+               have two transactions in flight per connection it allows, so its slow start
+               still counts connections. */
+            if !givesBack {
+                while let connection = seconds.popLast() {
+                    guard connection.canTakeSecond(limits: limits) else { continue }
+                    connection.start(transaction)
+                    return
+                }
+            }
+            if gate.acquire(limit: limits.maxConnections) {
+                connect(transaction)
+                return
+            }
+        }
+        wait(transaction)
+    }
+
+    /// True when another pool of the site waits for a slot and this one holds more than its
+    /// fair share: its connections then take no more work and go once they are done.
+    private var givesBack: Bool {
+        gate.waiting.load(ordering: .relaxed) > 0 && open > limits.fairShare
+    }
+
+    /// offerSecond - a connection carries one transaction: give it a waiting one to pipeline
+    /// behind it, or list it as able to take the next.
+    fileprivate func offerSecond(_ connection: PooledConnection) {
+        guard connection.canTakeSecond(limits: limits) else { return }
+        if !waiting.isEmpty {
+            connection.start(waiting.removeFirst())
+            if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
             return
         }
-        connect(transaction)
+        guard !givesBack, !seconds.contains(where: { $0 === connection }) else { return }
+        seconds.append(connection)
+    }
+
+    /// again - a transaction that was waiting behind another when its connection failed:
+    /// nothing of it reached the server, so it goes to another connection.
+    fileprivate func again(_ transaction: any PoolTransaction) {
+        checkout(transaction)
     }
 
     /// connect - a new connection for `transaction` (a gate slot is held for it).
@@ -163,6 +211,7 @@ final class ConnectionPool {
     /// checkin - a connection finished its transaction: give it to a waiting transaction,
     /// keep it idle, or let it go (worn out, or another pool of the site waits for a slot).
     fileprivate func checkin(_ connection: PooledConnection) {
+        seconds.removeAll { $0 === connection }
         guard connection.isReusable(limits: limits) else {
             connection.retire()
             return
@@ -170,9 +219,10 @@ final class ConnectionPool {
         if !waiting.isEmpty {
             connection.start(waiting.removeFirst())
             if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
+            offerSecond(connection)
             return
         }
-        if gate.waiting.load(ordering: .relaxed) > 0 && open > limits.fairShare {
+        if givesBack {
             connection.retire()
             return
         }
@@ -197,6 +247,7 @@ final class ConnectionPool {
     fileprivate func closed(_ connection: PooledConnection) {
         connections[ObjectIdentifier(connection)] = nil
         idle.removeAll { $0 === connection }
+        seconds.removeAll { $0 === connection }
         gate.release()
         /* A slot came free: a transaction waiting here takes it at once. */
         if !waiting.isEmpty && gate.acquire(limit: limits.maxConnections) {
@@ -215,11 +266,15 @@ final class ConnectionPool {
     var isEmpty: Bool { open == 0 }
 }
 
-/// One connection of a pool and the transaction it carries. Confined to the loop thread.
+/// One connection of a pool and the transactions it carries (one, or two when the second is
+/// pipelined behind the first). Confined to the loop thread.
 private final class PooledConnection: ClientConnectionDelegate {
     unowned let pool: ConnectionPool
     var connection: ClientConnection?
-    private var transaction: (any PoolTransaction)?
+    /// The transaction it was opened for, until the handshake is done.
+    private var first: (any PoolTransaction)?
+    /// Transactions handed to the connection, oldest first, with their tags.
+    private var carried: [(tag: Int, transaction: any PoolTransaction)] = []
     private var ready = false
     private var messages = 0
     private let opened = MonotonicClock.nanoseconds()
@@ -227,7 +282,8 @@ private final class PooledConnection: ClientConnectionDelegate {
 
     init(pool: ConnectionPool, transaction: any PoolTransaction) {
         self.pool = pool
-        self.transaction = transaction
+        first = transaction
+        carried.reserveCapacity(2)
     }
 
     func isReusable(limits: PoolLimits) -> Bool {
@@ -236,15 +292,16 @@ private final class PooledConnection: ClientConnectionDelegate {
         return messages < limits.maxMessagesPerConnection && age < limits.maxAgeMilliseconds
     }
 
-    func start(_ transaction: any PoolTransaction) {
-        idleTimer?.cancel()
-        self.transaction = transaction
-        send()
+    /// True when it carries one transaction and may take a second behind it.
+    func canTakeSecond(limits: PoolLimits) -> Bool {
+        carried.count == 1 && connection?.capabilities?.pipelining == true && isReusable(limits: limits)
     }
 
-    private func send() {
-        guard let connection, let transaction else { return }
+    func start(_ transaction: any PoolTransaction) {
+        idleTimer?.cancel()
+        guard let connection else { return }
         messages += 1
+        carried.append((messages, transaction))
         connection.send(transaction.message, tag: messages)
     }
 
@@ -266,19 +323,29 @@ private final class PooledConnection: ClientConnectionDelegate {
 
     func clientConnectionReady(_ connection: ClientConnection) {
         /* Ready the first time (handshake done) and after each transaction: only the first
-           starts the waiting transaction; later ones are the pool's business. */
+           starts the transaction it was opened for; later ones are the pool's business. */
         guard !ready else { return }
         ready = true
-        send()
+        if let first {
+            self.first = nil
+            start(first)
+            pool.offerSecond(self)
+        }
     }
 
     func clientConnection(_ connection: ClientConnection, completed result: TransactionResult, tag: Int, nanoseconds: UInt64) {
-        let transaction = self.transaction
-        self.transaction = nil
+        guard let position = carried.firstIndex(where: { $0.tag == tag }) else { return }
+        let transaction = carried.remove(at: position).transaction
         /* Back in the pool first: the shard starts its next transaction while hearing of
-           this one, and should find this connection idle rather than wait for a slot. */
-        if connection.isUsable { pool.checkin(self) }
-        transaction?.poolCompleted(result, hop: pool.hop)
+           this one, and should find this connection free rather than wait for a slot. */
+        if connection.isUsable {
+            if carried.isEmpty { pool.checkin(self) } else { pool.offerSecond(self) }
+        }
+        if result.notSent {
+            pool.again(transaction)
+        } else {
+            transaction.poolCompleted(result, hop: pool.hop)
+        }
     }
 
     func clientConnectionClosed(_ connection: ClientConnection, error: ClientConnectionError?) {
@@ -286,10 +353,12 @@ private final class PooledConnection: ClientConnectionDelegate {
         idleTimer = nil
         pool.closed(self)
         self.connection = nil
-        if let transaction {
-            /* It never got as far as sending (the messages sent were reported completed). */
-            self.transaction = nil
-            transaction.poolFailed(error, hop: pool.hop)
+        /* The connection reported every message it was given; the one it was opened for
+           never got as far as being sent. */
+        carried.removeAll()
+        if let first {
+            self.first = nil
+            first.poolFailed(error, hop: pool.hop)
         }
     }
 }

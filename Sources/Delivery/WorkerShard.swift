@@ -114,6 +114,8 @@ public final class WorkerShard: @unchecked Sendable {
     static func schedulerConfiguration(_ configuration: EngineConfiguration) -> SchedulerConfiguration {
         var scheduler = configuration.scheduler
         scheduler.transactionPerMessage = true
+        /* A connection carries a second transaction pipelined behind the first (ConnectionPool). */
+        scheduler.transactionsPerConnection = 2
         return scheduler
     }
 

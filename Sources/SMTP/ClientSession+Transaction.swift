@@ -33,7 +33,7 @@ extension ClientSession {
             let reason = localReply(421, 4, 4, 2, "session no longer usable")
             actions.append(.completed(TransactionResult(recipients: message.recipients.indices.map {
                 RecipientResult(index: $0, disposition: .deferred, reply: reason)
-            })))
+            }, notSent: true)))
             return
         }
         waiting.append(message)
@@ -347,7 +347,7 @@ extension ClientSession {
         for message in waiting {
             actions.append(.completed(TransactionResult(recipients: message.recipients.indices.map {
                 RecipientResult(index: $0, disposition: .deferred, reply: reason)
-            })))
+            }, notSent: true)))
         }
         waiting.removeAll()
     }

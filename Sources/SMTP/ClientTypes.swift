@@ -175,6 +175,15 @@ public struct RecipientResult: Hashable, Sendable {
 /// The outcome of one transaction, recipient by recipient, in recipient order.
 public struct TransactionResult: Hashable, Sendable {
     public let recipients: [RecipientResult]
+    /// True when not a byte of the transaction reached the server: the message was still
+    /// waiting its turn behind another when the session ended. Every recipient is then
+    /// deferred, and the caller may try it on another connection at once.
+    public let notSent: Bool
+
+    public init(recipients: [RecipientResult], notSent: Bool = false) {
+        self.recipients = recipients
+        self.notSent = notSent
+    }
 }
 
 /// Why a client session ended other than by QUIT.

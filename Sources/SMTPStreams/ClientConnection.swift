@@ -88,6 +88,7 @@ public final class ClientConnection: ByteStreamHandler {
     private var connecting: TCPConnection?          /* the TCP connect in progress */
     private let timer: LoopTimer
     private var actions: [ClientAction] = []        /* reused for every event */
+    private var outgoing: [ByteBuffer] = []         /* writes gathered during one perform() */
     private var tags: [(tag: Int, sent: UInt64)] = []   /* in flight, oldest first */
     private var tagHead = 0
     private var stageStart: UInt64                  /* when the current stage began */
@@ -121,6 +122,7 @@ public final class ClientConnection: ByteStreamHandler {
         self.timer = LoopTimer(loop: loop)
         self.stageStart = MonotonicClock.nanoseconds()
         actions.reserveCapacity(16)
+        outgoing.reserveCapacity(8)
     }
 
     /// True while the session can take messages (not failed, not quitting).
@@ -223,6 +225,10 @@ public final class ClientConnection: ByteStreamHandler {
     ///
     /// A delegate may call `send` or `quit` from a callback made here; the
     /// session then appends to the same action list and this loop goes on.
+    /// Writes are gathered and go out together when the actions run out (or
+    /// before TLS starts or the stream closes): a message's final dot and the
+    /// next transaction's commands, started by the delegate on hearing of the
+    /// previous one, leave in one system call.
     private func perform() {
         guard !performing else { return }
         performing = true
@@ -233,8 +239,9 @@ public final class ClientConnection: ByteStreamHandler {
             index += 1
             switch action {
             case .send(let buffers):
-                if buffers.count == 1 { stream?.write(buffers[0]) } else { stream?.write(contentsOf: buffers) }
+                outgoing.append(contentsOf: buffers)
             case .startTLS:
+                flush()
                 upgrade()
             case .armTimer(_, let milliseconds):
                 timer.schedule(after: milliseconds) { [unowned self] _ in
@@ -257,11 +264,20 @@ public final class ClientConnection: ByteStreamHandler {
                 failure = failure ?? .session(error)
             case .close:
                 /* An open stream reports its closing (then we finish); a dead one cannot. */
+                flush()
                 if let stream, stream.isOpen { stream.close() } else { finish(failure) }
             }
             noteStage()
         }
         actions.removeAll(keepingCapacity: true)
+        flush()
+    }
+
+    /// flush - write what perform() gathered, in one call.
+    private func flush() {
+        guard !outgoing.isEmpty else { return }
+        if outgoing.count == 1 { stream?.write(outgoing[0]) } else { stream?.write(contentsOf: outgoing) }
+        outgoing.removeAll(keepingCapacity: true)
     }
 
     /// noteStage - report each handshake stage the session just left behind.

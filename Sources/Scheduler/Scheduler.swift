@@ -119,6 +119,11 @@ public struct SchedulerConfiguration: Sendable {
     /// Site limits shared with the other shards' schedulers (nil: this scheduler alone
     /// enforces them). The engine gives every shard the same instance.
     public var sharedSites: SharedSites?
+    /// Transactions in flight per allowed connection (default 1). The delivery engine sets
+    /// 2: it pipelines a transaction behind the one a connection carries, so a site
+    /// allowed N connections may have 2N transactions in flight. A site on probation
+    /// after a pause still gets one.
+    public var transactionsPerConnection = 1
 
     public init(shaping: Shaping = Shaping(), retry: RetryPolicy = RetryPolicy(), health: HealthPolicy = HealthPolicy(),
                 rules: [ResponseRule] = ResponseRule.defaults, domainBurst: Int = 8, transactionPerMessage: Bool = false) {
@@ -275,7 +280,7 @@ public struct Scheduler {
             /* Slow start goes on from where it is, but never below the new initial value. */
             let ceiling = Double(site.limits.maxConnections ?? 20)
             site.window = min(ceiling, max(site.window, Double(site.limits.initialConnections ?? 5)))
-            if site.waitingForSlot && site.inFlight < site.concurrency { site.waitingForSlot = false }
+            if site.waitingForSlot && site.inFlight < allowedInFlight(site) { site.waitingForSlot = false }
         }
         for domain in domains {
             domain.limits = configuration.shaping.domainLimits(domain: domain.name, siteLimits: sites[domain.site].limits)
@@ -465,8 +470,7 @@ public struct Scheduler {
         let site = sites[index]
         if site.suspendedUntil > now { return site.suspendedUntil }
         if site.pausedUntil > now { return site.pausedUntil }
-        let allowed = site.probing ? 1 : site.concurrency
-        if site.inFlight >= allowed {
+        if site.inFlight >= allowedInFlight(site) {
             site.waitingForSlot = true
             return .max
         }
@@ -483,6 +487,11 @@ public struct Scheduler {
             if at > now { return at }
         }
         return nil
+    }
+
+    /// allowedInFlight - transactions the site may have in flight now.
+    private func allowedInFlight(_ site: SiteState) -> Int {
+        site.probing ? 1 : site.concurrency * max(1, configuration.transactionsPerConnection)
     }
 
     /// takeFromSite - one transaction from the site's next ready domain: transactional
@@ -721,7 +730,7 @@ public struct Scheduler {
         } else if allTemporary && !delivery.recipients.isEmpty && !site.probing {
             site.window = max(1, site.window / 2)
         }
-        if site.waitingForSlot && site.inFlight < (site.probing ? 1 : site.concurrency) {
+        if site.waitingForSlot && site.inFlight < allowedInFlight(site) {
             site.waitingForSlot = false
             listSite(delivery.site)
         }

@@ -134,7 +134,7 @@ func describe(_ action: ClientAction) -> [String] {
     case .cancelTimer: return ["A: timer off"]
     case .ready: return ["A: ready"]
     case .completed(let result):
-        return result.recipients.map { "A: recipient \($0.index) \($0.disposition) \($0.reply)" }
+        return result.recipients.map { "A: recipient \($0.index) \($0.disposition) \($0.reply)\(result.notSent ? " (not sent)" : "")" }
     case .failed(let error): return ["A: failed \(error)"]
     case .close: return ["A: close"]
     }
