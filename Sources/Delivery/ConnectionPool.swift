@@ -20,10 +20,11 @@
 // A site's connections over every pool and every shard are capped by its
 // max_connections through one `ConnectionGate`: a pool opens a connection only with a
 // slot from the gate, and otherwise waits. While some pool waits, the others let their
-// idle connections go, and a pool holding more than its fair share (max_connections
-// over the shards) gives one back after each transaction: a shard whose domains need
-// the site is not kept out by another shard, and two busy shards settle at half each
-// instead of trading connections back and forth.
+// idle connections go, a pool holding more than its fair share (max_connections over
+// the shards) gives its connections no new work (not even its own waiting
+// transactions) and lets each go when it is done, and a pool at its share opens no
+// more: a shard whose domains need the site is not kept out by another shard, and two
+// busy shards settle at half each instead of trading connections back and forth.
 
 import Synchronization
 
@@ -145,7 +146,7 @@ final class ConnectionPool {
                     return
                 }
             }
-            if gate.acquire(limit: limits.maxConnections) {
+            if acquireSlot() {
                 connect(transaction)
                 return
             }
@@ -153,22 +154,33 @@ final class ConnectionPool {
         wait(transaction)
     }
 
+    /// True when a pool of the site other than this one waits for a slot.
+    private var othersWaiting: Bool {
+        gate.waiting.load(ordering: .relaxed) > (waiting.isEmpty ? 0 : 1)
+    }
+
     /// True when another pool of the site waits for a slot and this one holds more than its
-    /// fair share: its connections then take no more work and go once they are done.
-    private var givesBack: Bool {
-        gate.waiting.load(ordering: .relaxed) > 0 && open > limits.fairShare
+    /// fair share: its connections then take no more work, not even this pool's waiting
+    /// transactions, and go once they are done.
+    private var givesBack: Bool { othersWaiting && open > limits.fairShare }
+
+    /// acquireSlot - a gate slot for a new connection, unless another pool waits and this
+    /// one already has its fair share (the slot is the other pool's to take).
+    private func acquireSlot() -> Bool {
+        if othersWaiting && open >= limits.fairShare { return false }
+        return gate.acquire(limit: limits.maxConnections)
     }
 
     /// offerSecond - a connection carries one transaction: give it a waiting one to pipeline
     /// behind it, or list it as able to take the next.
     fileprivate func offerSecond(_ connection: PooledConnection) {
-        guard connection.canTakeSecond(limits: limits) else { return }
+        guard connection.canTakeSecond(limits: limits), !givesBack else { return }
         if !waiting.isEmpty {
             connection.start(waiting.removeFirst())
             if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
             return
         }
-        guard !givesBack, !seconds.contains(where: { $0 === connection }) else { return }
+        guard !seconds.contains(where: { $0 === connection }) else { return }
         seconds.append(connection)
     }
 
@@ -200,7 +212,7 @@ final class ConnectionPool {
     }
 
     private func retryWaiting() {
-        while !waiting.isEmpty && gate.acquire(limit: limits.maxConnections) { connect(waiting.removeFirst()) }
+        while !waiting.isEmpty && acquireSlot() { connect(waiting.removeFirst()) }
         if waiting.isEmpty {
             gate.waiting.subtract(1, ordering: .relaxed)
         } else {
@@ -212,7 +224,7 @@ final class ConnectionPool {
     /// keep it idle, or let it go (worn out, or another pool of the site waits for a slot).
     fileprivate func checkin(_ connection: PooledConnection) {
         seconds.removeAll { $0 === connection }
-        guard connection.isReusable(limits: limits) else {
+        guard connection.isReusable(limits: limits), !givesBack else {
             connection.retire()
             return
         }
@@ -220,10 +232,6 @@ final class ConnectionPool {
             connection.start(waiting.removeFirst())
             if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
             offerSecond(connection)
-            return
-        }
-        if givesBack {
-            connection.retire()
             return
         }
         idle.append(connection)
@@ -250,7 +258,7 @@ final class ConnectionPool {
         seconds.removeAll { $0 === connection }
         gate.release()
         /* A slot came free: a transaction waiting here takes it at once. */
-        if !waiting.isEmpty && gate.acquire(limit: limits.maxConnections) {
+        if !waiting.isEmpty && acquireSlot() {
             connect(waiting.removeFirst())
             if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
         }

@@ -84,6 +84,32 @@ struct EngineShapingTests {
         spool.close()
     }
 
+    /// Two shards need one site limited to two connections: both get their share from the
+    /// start. A shard that took both connections first must give one back while the other
+    /// waits, even with transactions of its own queued behind its connections: among the
+    /// first 100 messages the sink receives, each shard's domain has at least 30.
+    @Test func bothShardsGetTheirShareOfASite() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { $0.replyDelayMilliseconds = 1 }
+        let spool = try testSpool(folder.path)
+        let (first, second) = try enqueueAcrossBothShards(spool, count: 400)
+        let route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
+        var configuration = engineConfiguration(routes: [route])
+        configuration.scheduler = SchedulerConfiguration(shaping: Shaping(sites: [route.siteName: Limits(maxConnections: 2, initialConnections: 2)]))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 400)
+        let arrivals = try readSinkRecord(folder.path + "/record.jsonl")     /* one sink thread: in arrival order */
+        let early = arrivals.prefix(100).flatMap(\.recipients)
+        let firstCount = early.filter { $0.hasSuffix("@" + first) }.count
+        let secondCount = early.filter { $0.hasSuffix("@" + second) }.count
+        #expect(firstCount >= 30 && secondCount >= 30, "the first 100 arrivals: \(firstCount) for shard 0, \(secondCount) for shard 1")
+        spool.close()
+    }
+
     /// A domain answering 451 is retried on the configured schedule (compressed to
     /// milliseconds), then expires; the log has a record for each step and the sender of
     /// the transactional message gets a DSN.
@@ -184,7 +210,10 @@ func milliseconds(_ time: String) -> Int64 {
 /// enqueueAcrossBothShards - one personalised campaign of `count` recipients, alternating
 /// between a domain of shard 0 and a domain of shard 1 (a two-shard spool), so one site is
 /// shared by both worker shards.
-private func enqueueAcrossBothShards(_ spool: Spool, count: Int) throws {
+/// enqueueAcrossBothShards - `count` personalised recipients alternating between a domain
+/// of shard 0 and one of shard 1; those two domains.
+@discardableResult
+private func enqueueAcrossBothShards(_ spool: Spool, count: Int) throws -> (String, String) {
     let domains = (0..<50).map { "d\($0).test" }
     let first = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 0 })
     let second = try #require(domains.first { shardIndex(domain: $0, shards: 2) == 1 })
@@ -192,4 +221,5 @@ private func enqueueAcrossBothShards(_ spool: Spool, count: Int) throws {
                                 metadata: MessageMetadata(campaign: "c", priority: .bulk))
     for n in 0..<count { try writer.add(NewRecipient("u\(n)@\(n % 2 == 0 ? first : second)", variables: [("n", String(n))])) }
     _ = try writer.finish()
+    return (first, second)
 }
