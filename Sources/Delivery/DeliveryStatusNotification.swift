@@ -32,13 +32,16 @@ public struct BounceNotice: Sendable, Hashable {
     public var diagnostic: String               /* the remote reply, e.g. "550 5.1.1 no such user" */
     public var remoteMTA: String?               /* the host that answered, when one did */
     public var action: String                   /* RFC 3464 action: "failed" (or "delayed" for a warning) */
+    public var originalRecipient: String?       /* ORCPT as the sender gave it (an rfc822 address) */
 
-    public init(recipient: String, status: String, diagnostic: String, remoteMTA: String? = nil, action: String = "failed") {
+    public init(recipient: String, status: String, diagnostic: String, remoteMTA: String? = nil, action: String = "failed",
+                originalRecipient: String? = nil) {
         self.recipient = recipient
         self.status = status
         self.diagnostic = diagnostic
         self.remoteMTA = remoteMTA
         self.action = action
+        self.originalRecipient = originalRecipient
     }
 }
 
@@ -54,13 +57,15 @@ public enum DeliveryStatusNotification {
     /// build - the complete notice message, CRLF line endings, for `notices` of one message.
     ///
     /// `originalHeaders` is the header block of the bounced message (a whole
-    /// message is cut to its headers); `date` is milliseconds since the epoch.
+    /// message is cut to its headers); `date` is milliseconds since the epoch;
+    /// `envelopeID` is the sender's ENVID, reported as Original-Envelope-Id.
     public static func build(originalSender: String, originalMessageID: String?, originalHeaders: [UInt8],
-                             notices: [BounceNotice], reportingMTA: String, queueID: String, date: Int64) -> [UInt8] {
+                             notices: [BounceNotice], reportingMTA: String, queueID: String, date: Int64,
+                             envelopeID: String? = nil) -> [UInt8] {
         let mta = clean(reportingMTA)
         let headers = crlfLines(self.headers(of: originalHeaders))
         let human = humanReadable(notices, reportingMTA: mta)
-        let report = deliveryStatus(notices, reportingMTA: mta, queueID: clean(queueID))
+        let report = deliveryStatus(notices, reportingMTA: mta, queueID: clean(queueID), envelopeID: envelopeID.map(clean))
         let boundary = chooseBoundary(queueID: queueID, date: date, parts: [human, report, headers])
 
         var out: [UInt8] = []
@@ -119,12 +124,16 @@ public enum DeliveryStatusNotification {
     }
 
     /// deliveryStatus - the message/delivery-status part: per-message fields, then one block per recipient.
-    private static func deliveryStatus(_ notices: [BounceNotice], reportingMTA: String, queueID: String) -> [UInt8] {
+    private static func deliveryStatus(_ notices: [BounceNotice], reportingMTA: String, queueID: String, envelopeID: String?) -> [UInt8] {
         var out: [UInt8] = []
+        if let envelopeID, !envelopeID.isEmpty { field("Original-Envelope-Id", envelopeID, &out) }
         field("Reporting-MTA", "dns; \(reportingMTA)", &out)
         field("X-Carrier-Queue-ID", queueID, &out)
         for notice in notices {
             line("", &out)
+            if let original = notice.originalRecipient.map(clean), !original.isEmpty {
+                field("Original-Recipient", "rfc822; \(original)", &out)
+            }
             field("Final-Recipient", "rfc822; \(clean(notice.recipient))", &out)
             field("Action", clean(notice.action), &out)
             field("Status", clean(notice.status), &out)

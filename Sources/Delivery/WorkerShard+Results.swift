@@ -165,13 +165,23 @@ extension WorkerShard {
             let keys = items.map(\.key)
             if let message = try? shard.message(id), !message.sender.isEmpty,
                let addresses = try? shard.recipients(keys) {
-                let notices = zip(items, addresses).map { item, address in
-                    BounceNotice(recipient: address.address, status: item.status, diagnostic: item.diagnostic, remoteMTA: item.remoteMTA)
+                /* A recipient whose NOTIFY (RFC 3461) leaves out FAILURE gets no notice. */
+                let dsn = MessageHints.dsn(message.metadata.hints)
+                let notices = zip(items, addresses).compactMap { item, address -> BounceNotice? in
+                    let index = Int(item.key.index)
+                    guard dsn.wantsFailureNotice(recipient: index) else { return nil }
+                    return BounceNotice(recipient: address.address, status: item.status, diagnostic: item.diagnostic, remoteMTA: item.remoteMTA,
+                                        originalRecipient: dsn.recipients[index]?.originalRecipient)
+                }
+                guard !notices.isEmpty else {
+                    thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
+                    return
                 }
                 let headers = DeliveryStatusNotification.headers(of: message.body)
                 let body = DeliveryStatusNotification.build(
                     originalSender: message.sender, originalMessageID: headerValue("message-id", in: headers) ?? "<\(id)@\(hostname)>",
-                    originalHeaders: headers, notices: notices, reportingMTA: hostname, queueID: id.description, date: nowMilliseconds())
+                    originalHeaders: headers, notices: notices, reportingMTA: hostname, queueID: id.description, date: nowMilliseconds(),
+                    envelopeID: dsn.envelopeID)
                 spool.enqueue(NewMessage(sender: "", body: body, metadata: MessageMetadata(priority: .transactional),
                                          recipients: [NewRecipient(message.sender)])) { result in
                     if case .failure(let error) = result {

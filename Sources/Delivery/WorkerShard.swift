@@ -325,7 +325,16 @@ public final class WorkerShard: @unchecked Sendable {
             finish(attempt, results: results.map { $0 ?? .permanent(reply) }, hop: nil)
             return
         }
-        attempt.message = OutboundMessage(sender: prepared.sender, recipients: addresses, payload: payload)
+        var message = OutboundMessage(sender: prepared.sender, recipients: addresses, payload: payload)
+        if !prepared.dsn.isEmpty {
+            /* Relayed as asked (sent only to servers that offer DSN). */
+            message.dsnReturn = prepared.dsn.ret
+            message.envelopeID = prepared.dsn.envelopeID
+            for (sent, position) in attempt.sent.enumerated() {
+                if let request = prepared.dsn.recipients[Int(attempt.keys[position].index)] { message.recipientDSN[sent] = request }
+            }
+        }
+        attempt.message = message
         tryHop(attempt)
     }
 

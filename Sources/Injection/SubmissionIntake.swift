@@ -104,7 +104,22 @@ public enum SubmissionIntake {
             metadata.priority = priority
         }
         if let headerCampaign { metadata.campaign = String(headerCampaign.prefix(256)) }
-        metadata.hints = MessageHints.literal
+        /* DSN requests (RFC 3461) travel in the hints: relayed to servers that offer DSN, and
+           NOTIFY decides whether a failure sends a notice. */
+        var dsn = DSNRequests(ret: received.mailParameters.dsnReturn?.rawValue, envelopeID: received.mailParameters.envelopeID)
+        for (index, recipient) in received.recipients.enumerated() {
+            let parameters = recipient.parameters
+            var request = RecipientDSN()
+            if let notify = parameters.notify {
+                request.notify = [(RecipientParameters.Notify.success, "SUCCESS"), (.failure, "FAILURE"), (.delay, "DELAY")]
+                    .filter { notify.contains($0.0) }.map(\.1)
+            }
+            if let original = parameters.originalRecipient, original.addressType == "rfc822" {
+                request.originalRecipient = original.address
+            }
+            if request.notify != nil || request.originalRecipient != nil { dsn.recipients[index] = request }
+        }
+        metadata.hints = MessageHints.encode(literal: true, dsn: dsn)
         let recipients = received.recipients.map { NewRecipient($0.address.description) }
         return NewMessage(sender: sender, body: body, metadata: metadata, recipients: recipients)
     }

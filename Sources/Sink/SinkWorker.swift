@@ -144,6 +144,28 @@ final class SinkWorker {
         for (address, _) in message.recipients { line.string(address.description) }
         line.endArray()
         line.key("size"); line.integer(message.body.readableBytes)
+        /* DSN parameters (RFC 3461), only when the client sent any: per recipient in rcpt_to order. */
+        if let ret = message.mailParameters.dsnReturn { line.key("ret"); line.string(ret.rawValue) }
+        if let envid = message.mailParameters.envelopeID { line.key("envid"); line.string(envid) }
+        if message.recipients.contains(where: { $0.parameters.notify != nil }) {
+            line.key("notify")
+            line.beginArray()
+            for (_, parameters) in message.recipients {
+                guard let notify = parameters.notify else { line.null(); continue }
+                let words = [(RecipientParameters.Notify.success, "SUCCESS"), (.failure, "FAILURE"), (.delay, "DELAY")]
+                    .filter { notify.contains($0.0) }.map(\.1)
+                line.string(words.isEmpty ? "NEVER" : words.joined(separator: ","))
+            }
+            line.endArray()
+        }
+        if message.recipients.contains(where: { $0.parameters.originalRecipient != nil }) {
+            line.key("orcpt")
+            line.beginArray()
+            for (_, parameters) in message.recipients {
+                line.string(parameters.originalRecipient.map { "\($0.addressType);\($0.address)" })
+            }
+            line.endArray()
+        }
         line.key("message_id"); line.string(headers?.messageID)
         line.key("x_carrier_id"); line.string(headers?.carrierID)
         line.key("tls"); line.bool(message.isTLS)

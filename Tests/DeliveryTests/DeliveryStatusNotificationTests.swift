@@ -1,5 +1,7 @@
-// DeliveryStatusNotificationTests.swift - bounce messages: MIME structure, RFC 3464 fields, folding, injection
+// DeliveryStatusNotificationTests.swift - bounce messages: MIME structure, RFC 3464 fields, folding,
+// injection; the DSN requests kept in a message's hints
 
+import SMTP
 import Testing
 @testable import Delivery
 
@@ -145,6 +147,25 @@ struct DeliveryStatusNotificationTests {
         #expect(status[2].value("Status") == "4.4.7")
     }
 
+    /// The sender's ENVID and a recipient's ORCPT (RFC 3461) come back as RFC 3464's
+    /// Original-Envelope-Id (per message, first) and Original-Recipient (before Final-Recipient).
+    @Test func envelopeIDAndOriginalRecipient() throws {
+        var notices = DeliveryStatusNotificationTests.notices
+        notices[0].originalRecipient = "bobby@alias.example"
+        let message = DeliveryStatusNotification.build(
+            originalSender: "news@shop.example", originalMessageID: nil, originalHeaders: originalMessage, notices: notices,
+            reportingMTA: "mta.carrier.example", queueID: "Q1", date: 784_887_151_000, envelopeID: "order-17\r\nX-Injected: 1")
+        checkLines(message)
+        let notice = try #require(parse(message))
+        let status = groups(notice.parts[1].body)
+        try #require(status.count == 3)
+        #expect(status[0].fields.map(\.name) == ["Original-Envelope-Id", "Reporting-MTA", "X-Carrier-Queue-ID"])
+        #expect(status[0].value("Original-Envelope-Id") == "order-17  X-Injected: 1", "CR and LF become spaces: no field of its own")
+        #expect(status[1].fields.map(\.name).prefix(2) == ["Original-Recipient", "Final-Recipient"])
+        #expect(status[1].value("Original-Recipient") == "rfc822; bobby@alias.example")
+        #expect(status[2].value("Original-Recipient") == nil)
+    }
+
     @Test func originalHeadersOnlyWithCRLF() throws {
         let message = build(DeliveryStatusNotificationTests.notices)
         let notice = try #require(parse(message))
@@ -254,5 +275,30 @@ struct DeliveryStatusNotificationTests {
                       (1_709_210_096_000, "Thu, 29 Feb 2024 12:34:56 +0000")])
     func dates(_ milliseconds: Int64, _ expected: String) {
         #expect(rfc5322Date(milliseconds) == expected)
+    }
+}
+
+@Suite("Message hints")
+struct MessageHintsTests {
+    /// DSN requests survive the hints' text form, whatever their values hold, and never add
+    /// a line of their own.
+    @Test func dsnRequestsRoundTripAndCannotInjectLines() {
+        var dsn = DSNRequests(ret: "HDRS", envelopeID: "env=1\nliteral\r\n+x")
+        dsn.recipients[0] = RecipientDSN(notify: [], originalRecipient: nil)
+        dsn.recipients[3] = RecipientDSN(notify: ["SUCCESS", "FAILURE"], originalRecipient: "first@alias.test\ndsn-ret=FULL")
+        let hints = MessageHints.encode(literal: true, dsn: dsn)
+        #expect(MessageHints.isLiteral(hints))
+        #expect(MessageHints.dsn(hints) == dsn)
+        #expect(hints.split(separator: 0x0A).count == 6, "literal, ret, envid, notify.0, notify.3, orcpt.3: one line each")
+        #expect(!MessageHints.isLiteral(MessageHints.encode(literal: false, dsn: DSNRequests())))
+        #expect(MessageHints.dsn(MessageHints.literal).isEmpty)
+    }
+
+    /// NOTIFY decides the failure notice: NEVER or a list without FAILURE says no; no NOTIFY
+    /// leaves it to the MTA (yes).
+    @Test func notifyDecidesTheFailureNotice() {
+        let dsn = DSNRequests(recipients: [0: RecipientDSN(notify: []), 1: RecipientDSN(notify: ["SUCCESS"]),
+                                           2: RecipientDSN(notify: ["FAILURE", "DELAY"]), 3: RecipientDSN(originalRecipient: "x@y.test")])
+        #expect((0...4).map { dsn.wantsFailureNotice(recipient: $0) } == [false, false, true, true, true])
     }
 }

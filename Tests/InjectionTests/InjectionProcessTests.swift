@@ -132,6 +132,54 @@ struct InjectionProcessTests {
         #expect(record.contains("\"rcpt_to\":[\"api@dest.test\"]"), "the API message was delivered: \(record)")
     }
 
+    /// DSN requests (RFC 3461) made at submission are kept: relayed to a server that offers
+    /// DSN, and NOTIFY decides the bounce notice: NEVER gets none, FAILURE gets one naming the
+    /// ORCPT and the ENVID.
+    @Test func dsnRequestsAreRelayedAndDecideTheBounceNotice() throws {
+        let folder = TemporaryFolder("dsn")
+        defer { folder.remove() }
+        try FileManager.default.createDirectory(atPath: folder.file("maildir"), withIntermediateDirectories: true)
+        var configuration = SinkConfiguration()
+        configuration.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
+        configuration.threads = 1
+        configuration.recordPath = folder.file("record.jsonl")
+        configuration.maildirPath = folder.file("maildir")
+        configuration.domainRules = [SinkDomainRule(domain: "bounce.test", action: .refuse(code: 550, rate: 1))]
+        let sink = try SinkServer.start(configuration)
+        defer { sink.stop() }
+        let serve = try ServeProcess(folder: folder, extra: ["--route", "*=127.0.0.1:\(sink.addresses[0].port)"])
+        defer { serve.process.terminate() }
+        let replies = try runPeer("dsn", port: serve.smtpPort)["replies"] as? [Int]
+        #expect(replies == [250, 250, 250, 250, 250])
+
+        /* ok@good.test, then the notice to the sender: two messages at the sink. */
+        let deadline = Date().addingTimeInterval(30)
+        var lines: [[String: Any]] = []
+        while Date() < deadline {
+            let text = (try? String(contentsOfFile: folder.file("record.jsonl"), encoding: .utf8)) ?? ""
+            lines = text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            if lines.count >= 2 { break }
+            usleep(50_000)
+        }
+        sink.stop()
+        let relayed = try #require(lines.first { ($0["rcpt_to"] as? [String]) == ["ok@good.test"] }, "\(lines)")
+        #expect(relayed["ret"] as? String == "HDRS")
+        #expect(relayed["envid"] as? String == "env+1")
+        #expect(relayed["notify"] as? [String] == ["SUCCESS,FAILURE"])
+        let notice = try #require(lines.first { ($0["rcpt_to"] as? [String]) == ["sender@client.test"] }, "\(lines)")
+        #expect(notice["mail_from"] as? String == "")
+        #expect(lines.count == 2, "one notice only: \(lines)")
+
+        /* The notice reports fail@ (with its ORCPT and the ENVID), not never@. */
+        let stored = try FileManager.default.subpathsOfDirectory(atPath: folder.file("maildir")).filter { $0.hasPrefix("new/") }
+        let bodies = try stored.map { try String(contentsOfFile: folder.file("maildir/" + $0), encoding: .utf8) }
+        let report = try #require(bodies.first { $0.contains("multipart/report") }, "the notice is stored")
+        #expect(report.contains("Final-Recipient: rfc822; fail@bounce.test"))
+        #expect(report.contains("Original-Recipient: rfc822; first@alias.test"))
+        #expect(report.contains("Original-Envelope-Id: env+1"))
+        #expect(!report.contains("never@bounce.test"), "NOTIFY=NEVER gets no notice")
+    }
+
     /// 10,000 connections that say nothing: each is greeted, a new client is still served, and
     /// the listener's memory stays bounded.
     @Test func tenThousandIdleConnections() throws {

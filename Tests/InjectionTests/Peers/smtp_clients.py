@@ -18,6 +18,9 @@ Scenarios:
                              they stay open
   fill COUNT SIZE            raw socket: up to COUNT messages of SIZE octets on one connection,
                              stopping at the first that is not accepted; each final reply
+  dsn                        smtplib: one message with RET=HDRS ENVID=env+2B1 (xtext for "env+1")
+                             to never@bounce.test (NOTIFY=NEVER), fail@bounce.test (NOTIFY=FAILURE,
+                             ORCPT=rfc822;first@alias.test) and ok@good.test (NOTIFY=SUCCESS,FAILURE)
 Each message's Subject and body carry the scenario name, so the test can find it in the spool.
 """
 import json, resource, smtplib, socket, ssl, sys, time
@@ -245,6 +248,16 @@ def idle(host, port, count, send="1"):
     for s in sockets:
         s.close()
     done(result)
+
+def dsn(host, port):
+    with smtp(host, port) as s:
+        s.ehlo()
+        replies = [s.mail("sender@client.test", ["RET=HDRS", "ENVID=env+2B1"])[0],
+                   s.rcpt("never@bounce.test", ["NOTIFY=NEVER"])[0],
+                   s.rcpt("fail@bounce.test", ["NOTIFY=FAILURE", "ORCPT=rfc822;first@alias.test"])[0],
+                   s.rcpt("ok@good.test", ["NOTIFY=SUCCESS,FAILURE"])[0],
+                   s.data(message("dsn"))[0]]
+        done({"replies": replies})
 
 if __name__ == "__main__":
     scenario, host, port, *rest = sys.argv[1:]
