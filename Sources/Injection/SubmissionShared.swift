@@ -5,6 +5,7 @@
 // need one value across threads (open connections, per-client counts,
 // messages being stored, statistics).
 
+import Dispatch
 import EventCore
 import SMTP
 import SMTPStreams
@@ -49,12 +50,18 @@ final class SubmissionShared: Sendable {
                 session.dataTimeout = configuration.dataTimeoutMilliseconds
                 var connection = ServerConnectionConfiguration(session: session)
                 connection.tls = tls
+                /* PLAIN and LOGIN derive a PBKDF2 key per check: one queue, off the loop threads,
+                   so failed guesses cost at most one core and never stall other sessions. */
+                connection.passwordQueue = SubmissionShared.passwordQueue
                 row.append(connection)
             }
             table.append(row)
         }
         settings = table
     }
+
+    /// Where every listener of the process checks PLAIN and LOGIN passwords.
+    static let passwordQueue = DispatchQueue(label: "carrier-auth")
 
     /// connectionSettings - what a client at `address` gets.
     func connectionSettings(for address: IPAddress?) -> ServerConnectionConfiguration {

@@ -52,7 +52,8 @@ public struct SubmissionUsers: SMTPCredentialStore {
 
     /// The fewest PBKDF2 iterations a line may use (RFC 7677 §4 asks for at least 4096).
     public static let minimumIterations = 4096
-    /// The most: every PLAIN or LOGIN that is not remembered costs this many on a loop thread.
+    /// The most: every PLAIN or LOGIN that is not remembered costs this many (on the
+    /// listeners' password queue, one core at most).
     public static let maximumIterations = 100_000
 
     /// parse - the users in `text` (the content of `file`, named in errors).
@@ -99,7 +100,7 @@ public struct SubmissionUsers: SMTPCredentialStore {
 
     /// verify - PLAIN and LOGIN: derive the StoredKey from `password` and compare. A password
     /// that verified before is recognised by a keyed hash instead, so a busy submitter does
-    /// not pay PBKDF2 (milliseconds of a loop thread) on every connection.
+    /// not pay PBKDF2 (milliseconds of the password queue) on every connection.
     public func verify(username: String, password: String) -> Bool {
         guard let stored = keys[username] else {
             /* Spend the same work for an unknown user, so timing does not tell which names exist. */

@@ -76,6 +76,10 @@ public enum SASLServerStep: Hashable, Sendable {
     case success(username: String)
     /// Refused: the reply to send (535 for bad credentials, 501 for malformed input).
     case failure(Reply)
+    /// PLAIN and LOGIN: check this password against the store, then succeed (235) or
+    /// refuse (535). Checking a salted hash takes milliseconds, so the session hands it to
+    /// its driver, which may do it off the loop thread (`ServerAction.verifyPassword`).
+    case verify(username: String, password: String)
 }
 
 /// One server-side SASL exchange.
@@ -130,7 +134,7 @@ struct PlainServerExchange: SASLServerExchange {
         let username = String(decoding: parts[1], as: UTF8.self)
         let password = String(decoding: parts[2], as: UTF8.self)
         guard authzid.isEmpty || authzid == username else { return .failure(SASLReplies.badCredentials) }
-        return store.verify(username: username, password: password) ? .success(username: username) : .failure(SASLReplies.badCredentials)
+        return .verify(username: username, password: password)
     }
 }
 
@@ -152,7 +156,7 @@ struct LoginServerExchange: SASLServerExchange {
             return .challenge(Array("Password:".utf8))
         }
         let password = String(decoding: response, as: UTF8.self)
-        return store.verify(username: username, password: password) ? .success(username: username) : .failure(SASLReplies.badCredentials)
+        return .verify(username: username, password: password)
     }
 }
 

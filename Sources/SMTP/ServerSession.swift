@@ -24,6 +24,7 @@ public struct ServerSession {
         case data                       /* reading DATA through the DataReader */
         case chunk(remaining: Int, last: Bool)  /* reading BDAT octets */
         case awaitingDecision           /* a message is with the driver */
+        case verifying(username: String)  /* a PLAIN/LOGIN password is with the driver */
         case upgrading                  /* 220 to STARTTLS sent; the driver is doing TLS */
         case closed
     }
@@ -55,6 +56,7 @@ public struct ServerSession {
     var errors = 0
     var out = ByteBuffer()                          /* replies batched for one write */
     var newlyAuthenticated: String?                 /* reported with the next flush */
+    var passwordToCheck: (username: String, password: String)?  /* asked with the next flush */
     var closeRequested = false                      /* .close already emitted */
 
     /// A session; `credentials` serve AUTH when mechanisms are configured.
@@ -140,7 +142,7 @@ public struct ServerSession {
                     break reading
                 }
                 endOfChunk(last: last, into: &actions)
-            case .greeting, .awaitingDecision, .upgrading, .closed:
+            case .greeting, .awaitingDecision, .verifying, .upgrading, .closed:
                 break reading
             }
             if case .closed = mode { break reading }
@@ -169,6 +171,15 @@ public struct ServerSession {
     /// messageRejected - the driver could not store the message (452 4.3.1 disk full, 451 4.3.0).
     public mutating func messageRejected(_ reply: Reply, into actions: inout [ServerAction]) {
         decided(reply, into: &actions)
+    }
+
+    /// passwordChecked - the driver checked the password a `verifyPassword` action asked
+    /// about: 235 and authenticated, or 535.
+    public mutating func passwordChecked(_ valid: Bool, into actions: inout [ServerAction]) {
+        guard case .verifying(let username) = mode else { return }
+        mode = .command
+        authStep(valid ? .success(username: username) : .failure(SASLReplies.badCredentials))
+        flush(into: &actions)
     }
 
     /// timeoutFired - the client was idle too long.
@@ -422,6 +433,10 @@ public struct ServerSession {
             exchange = nil
             mode = .command
             refuse(refusal)
+        case .verify(let username, let password):
+            exchange = nil
+            mode = .verifying(username: username)
+            passwordToCheck = (username, password)
         }
     }
 
@@ -486,12 +501,16 @@ public struct ServerSession {
             newlyAuthenticated = nil
             actions.append(.authenticated(user))
         }
+        if let check = passwordToCheck {
+            passwordToCheck = nil
+            actions.append(.verifyPassword(username: check.username, password: check.password))
+        }
         switch mode {
         case .closed: close(into: &actions)
         case .upgrading: actions.append(.startTLS)
         case .data, .chunk: actions.append(.armTimer(milliseconds: configuration.dataTimeout))
         case .command, .authResponse: actions.append(.armTimer(milliseconds: configuration.commandTimeout))
-        case .greeting, .awaitingDecision: break
+        case .greeting, .awaitingDecision, .verifying: break
         }
     }
 

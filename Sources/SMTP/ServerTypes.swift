@@ -120,6 +120,9 @@ public enum ServerAction: Sendable {
     case deliver(ReceivedMessage)
     /// AUTH succeeded for this user.
     case authenticated(String)
+    /// PLAIN or LOGIN: check `password` with the credential store (off the loop thread if
+    /// it is slow), then call `passwordChecked`. Stop reading until then.
+    case verifyPassword(username: String, password: String)
     /// Close the connection (after QUIT, a refusal, a timeout or too many errors).
     case close
 }

@@ -13,6 +13,7 @@
 // The test sink adds a reply delay (a tarpit) here, so its replies keep their
 // order and STARTTLS still follows its 220.
 
+public import Dispatch
 public import EventCore
 public import SMTP
 
@@ -30,6 +31,11 @@ public struct ServerConnectionConfiguration: Sendable {
     public var replyDelayMilliseconds: UInt64 = 0
     /// How long a TLS handshake may take.
     public var tlsHandshakeTimeoutMilliseconds: UInt64 = 30_000
+    /// Where PLAIN and LOGIN passwords are checked against the credential store: a store
+    /// of salted hashes derives a key with PBKDF2 for each check (milliseconds), which
+    /// would hold up every other session of the loop. Nil checks on the loop thread (a
+    /// store of plain passwords, like the test sink's).
+    public var passwordQueue: DispatchQueue?
 
     public init(session: ServerConfiguration) {
         self.session = session
@@ -72,6 +78,7 @@ public final class ServerConnection: ByteStreamHandler {
     /// The client's address.
     public let remoteAddress: SocketAddress?
     private var session: ServerSession
+    private let credentials: (any SMTPCredentialStore)?
     private var stream: any ByteStream
     private let tcp: TCPConnection
     private let timer: LoopTimer
@@ -106,6 +113,7 @@ public final class ServerConnection: ByteStreamHandler {
         self.stream = tcp
         self.configuration = configuration
         self.remoteAddress = tcp.remoteAddress
+        self.credentials = credentials
         self.session = ServerSession(configuration: configuration.session, policy: policy,
                                      credentials: credentials, crypto: crypto)
         self.timer = LoopTimer(loop: tcp.loop)
@@ -151,6 +159,13 @@ public final class ServerConnection: ByteStreamHandler {
             session.messageRejected(reply, into: &actions)
         }
         perform()
+        resume()
+    }
+
+    /// resume - after an answer (a stored message, a checked password): input the client
+    /// pipelined meanwhile is shown again on the next turn, or, when the client half-closed
+    /// meanwhile, the reply goes out, then FIN.
+    private func resume() {
         if peerFinished {
             /* The client sent its end of stream after the message: it still gets the reply
                (written after the queued ones, then FIN), and the connection closes after. */
@@ -203,9 +218,35 @@ public final class ServerConnection: ByteStreamHandler {
                    as most do, costs no stop and restart of the socket per message. */
             case .authenticated(let user):
                 delegate?.serverConnection(self, authenticated: user)
+            case .verifyPassword(let username, let password):
+                checkPassword(username: username, password: password)
             }
         }
         actions.removeAll(keepingCapacity: true)
+    }
+
+    /// checkPassword - on the loop thread, or on the password queue with reading stopped
+    /// as for a message being stored; the answer comes back through the loop's job mailbox.
+    private func checkPassword(username: String, password: String) {
+        guard let store = credentials else { return session.passwordChecked(false, into: &actions) }
+        guard let queue = configuration.passwordQueue else {
+            return session.passwordChecked(store.verify(username: username, password: password), into: &actions)
+        }
+        awaitingAnswer = true
+        let route = AnswerRoute(self)
+        queue.async {
+            let valid = store.verify(username: username, password: password)
+            route.loop.execute { _ in route.connection?.passwordChecked(valid) }
+        }
+    }
+
+    /// passwordChecked - the password queue's verdict, on the loop thread.
+    private func passwordChecked(_ valid: Bool) {
+        guard !closed else { return }
+        awaitingAnswer = false
+        session.passwordChecked(valid, into: &actions)
+        perform()
+        resume()
     }
 
     /// carryOut - do a write, upgrade or close now, or after the reply delay (keeping the order).
@@ -308,5 +349,18 @@ public final class ServerConnection: ByteStreamHandler {
 
     public func streamClosed(_ stream: any ByteStream, error: (any Error)?) {
         finish()
+    }
+}
+
+/// A connection's way back from the password queue: the queue holds it, only the loop
+/// thread reads `connection`, and the reference is weak, so a connection that closed
+/// meanwhile is never released off its loop.
+private final class AnswerRoute: @unchecked Sendable {
+    weak var connection: ServerConnection?
+    let loop: Loop
+
+    init(_ connection: ServerConnection) {
+        self.connection = connection
+        loop = connection.loop
     }
 }

@@ -1,6 +1,7 @@
 // ConnectionTests.swift - ClientConnection and ServerConnection over real loopback sockets
 
 import CarrierTesting
+import Dispatch
 import EventCore
 import SMTP
 import SMTPStreams
@@ -147,4 +148,78 @@ struct ConnectionTests {
         let arrived = bodies.elements
         #expect(arrived.contains("Subject: message 7\r\n\r\nBody 7.\r\n.leading dot\r\n"))
     }
+
+    /// A PLAIN password checked on the password queue does not hold up the loop: while one
+    /// client's check is stuck, another client on the same loop sends a message; then the
+    /// check ends and the first client authenticates and sends its own.
+    @Test func aSlowPasswordCheckDoesNotStallTheLoop() throws {
+        let server = try LoopThread.start(name: "smtp-server")
+        let client = try LoopThread.start(name: "smtp-client")
+        let store = BlockingStore(password: "s3cret")
+        defer {
+            store.release.signal()
+            client.stopAndJoin()
+            server.stopAndJoin()
+        }
+        let received = TestCounter()
+        let users = TestLog<String>()
+        let port = TestWaiter<UInt16>()
+        server.execute { loop in
+            var session = ServerConfiguration(hostname: "localhost")
+            session.authMechanisms = [.plain]
+            session.allowPlaintextAuthentication = true
+            var configuration = ServerConnectionConfiguration(session: session)
+            configuration.passwordQueue = DispatchQueue(label: "test-passwords")
+            let receiver = Receiver(received: received, bodies: TestLog<String>(), users: users)
+            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { tcp in
+                let connection = ServerConnection.start(tcp, configuration: configuration, policy: AcceptAllPolicy(),
+                                                        credentials: store, crypto: OpenSSLCrypto(), delegate: receiver)
+                receiver.connections[ObjectIdentifier(connection)] = connection
+            }
+            port.fulfill(listener.localAddress.port)
+        }
+        let address = SocketAddress(ip: IPAddress("127.0.0.1")!, port: try #require(port.wait(seconds: 10)))
+        let first = TestWaiter<[RecipientResult.Disposition]>()
+        let second = TestWaiter<[RecipientResult.Disposition]>()
+        client.execute { loop in
+            var session = ClientConfiguration(heloName: "client.test")
+            session.tls = .never
+            session.credentials = .password("alice", "s3cret")
+            session.allowPlaintextAuthentication = true
+            session.mechanisms = [.plain]
+            _ = ClientConnection.connect(loop: loop, to: address, configuration: ClientConnectionConfiguration(session: session),
+                                         crypto: OpenSSLCrypto(), delegate: Sender(count: 1) { sender, _ in first.fulfill(sender.results) })
+        }
+        #expect(store.entered.wait(seconds: 10) != nil, "the password check started")
+        client.execute { loop in
+            var session = ClientConfiguration(heloName: "other.test")
+            session.tls = .never
+            _ = ClientConnection.connect(loop: loop, to: address, configuration: ClientConnectionConfiguration(session: session),
+                                         crypto: OpenSSLCrypto(), delegate: Sender(count: 1) { sender, _ in second.fulfill(sender.results) })
+        }
+        #expect(second.wait(seconds: 10) == [.delivered], "the other client was served while the check was stuck")
+        #expect(received.value == 1 && users.elements.isEmpty)
+        store.release.signal()
+        #expect(first.wait(seconds: 10) == [.delivered])
+        #expect(users.elements == ["alice"])
+        #expect(received.value == 2)
+    }
 }
+
+/// A credential store whose password check waits until the test releases it.
+private final class BlockingStore: SMTPCredentialStore {
+    let password: String
+    let entered = TestWaiter<Bool>()
+    let release = DispatchSemaphore(value: 0)
+
+    init(password: String) { self.password = password }
+
+    func verify(username: String, password: String) -> Bool {
+        entered.fulfill(true)
+        release.wait()
+        return username == "alice" && password == self.password
+    }
+    func scramSHA256(username: String) -> SCRAMStoredKeys? { nil }
+    func cramMD5Secret(username: String) -> [UInt8]? { nil }
+}
+

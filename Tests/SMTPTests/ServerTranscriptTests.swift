@@ -36,6 +36,7 @@ private func describe(_ action: ServerAction) -> [String] {
     case .armTimer(let milliseconds): return ["A: timer \(milliseconds)"]
     case .cancelTimer: return ["A: timer off"]
     case .authenticated(let user): return ["A: authenticated \(user)"]
+    case .verifyPassword(let user, _): return ["A: verify password of \(user)"]
     case .close: return ["A: close"]
     case .deliver(let message):
         var lines = ["A: deliver from \(message.sender) to \(message.recipients.map { $0.address.path }.joined(separator: ","))"
@@ -66,12 +67,27 @@ func runServerScript(_ script: String) throws -> String {
     var waitingForDecision = false
     let crypto = TestCrypto(randomValues: [Array("0123456789abcdef".utf8)])
 
+    /// verifyAsked - what a driver does for a verifyPassword action: check the users and
+    /// answer (the answer's actions follow). True when there was one.
+    func verifyAsked(_ session: inout ServerSession) -> Bool {
+        var asked: (String, String)?
+        for action in actions { if case .verifyPassword(let user, let password) = action { asked = (user, password) } }
+        guard let (user, password) = asked else { return false }
+        var answer: [ServerAction] = []
+        session.passwordChecked(users[user] == password, into: &answer)
+        actions += answer
+        return true
+    }
+
     func flush(_ session: inout ServerSession) {
+        _ = verifyAsked(&session)
         for action in actions { output += describe(action) }
         actions.removeAll()
         while !pending.isEmpty && !waitingForDecision && !session.isClosed {
             let count = pending.count
             let consumed = pending.withUnsafeBytes { session.receive($0, into: &actions) }
+            /* Checked and answered: the session reads on through the rest. */
+            let verified = verifyAsked(&session)
             for action in actions { output += describe(action) }
             let upgraded = actions.contains { if case .startTLS = $0 { return true } else { return false } }
             waitingForDecision = actions.contains { if case .deliver = $0 { return true } else { return false } }
@@ -81,6 +97,7 @@ func runServerScript(_ script: String) throws -> String {
                 output.append("A: discarded \(pending.count) bytes")
                 pending.removeAll()
             }
+            if verified { continue }
             if consumed < count && !upgraded && !waitingForDecision { break }
             if consumed == 0 { break }
         }

@@ -47,6 +47,8 @@ private func converse(client configuration: ClientConfiguration, server serverCo
                 conversation.delivered.append(message)
                 serverWaiting = true
             case .authenticated(let user): conversation.authenticatedUser = user
+            case .verifyPassword(let user, let password):
+                server.passwordChecked(store?.verify(username: user, password: password) == true, into: &serverActions)
             case .armTimer, .cancelTimer, .close: break
             }
         }
