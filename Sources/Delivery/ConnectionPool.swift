@@ -29,6 +29,7 @@
 import Synchronization
 
 import EventCore
+import Scheduler
 import SMTP
 import SMTPStreams
 
@@ -42,11 +43,14 @@ protocol PoolTransaction: AnyObject {
     func poolFailed(_ error: ClientConnectionError?, hop: ResolvedHop)
 }
 
-/// The open connections of one site, over every shard. Thread-safe (atomics).
+/// The open connections of one site, over every shard, and the rate new ones may open
+/// at. Thread-safe (atomics).
 final class ConnectionGate: Sendable {
     let open = Atomic<Int>(0)
     /// Pools waiting for a slot.
     let waiting = Atomic<Int>(0)
+    /// The site's connection_rate, over every shard (milliseconds of `MonotonicClock`).
+    let rate = SharedSite()
 
     /// acquire - a slot for one more connection, unless `limit` are open.
     func acquire(limit: Int) -> Bool {
@@ -88,6 +92,9 @@ struct PoolLimits {
     /// This pool's fair share of them (max_connections over the shards): a pool above its
     /// share gives a connection back when another pool waits; one at or below keeps it.
     var fairShare: Int
+    /// The site's connection_rate and connection_burst (nil: new connections as needed).
+    var connectionRate: Rate? = nil
+    var connectionBurst = 1
 }
 
 /// The connections to one hop. Confined to its worker shard's loop thread.
@@ -108,6 +115,9 @@ final class ConnectionPool {
     /// Transactions waiting for a slot from the gate, oldest first.
     private var waiting: [any PoolTransaction] = []
     private var waitTimer: LoopTimer?
+    /// When waiting transactions look for a connection again (ms): soon for a slot, later
+    /// for a connection-rate token.
+    private var retryDelay: UInt64 = 2
     /// While there are idle connections: looks whether another pool waits for a slot.
     private var idleWatch: LoopTimer?
     /// Connections open or opening (idle and busy).
@@ -146,12 +156,27 @@ final class ConnectionPool {
                     return
                 }
             }
-            if acquireSlot() {
-                connect(transaction)
-                return
-            }
+            if open(for: transaction) { return }
         }
         wait(transaction)
+    }
+
+    /// open - a new connection for `transaction`, when the gate has a slot and the site's
+    /// connection rate a token; false otherwise (`retryDelay` says when to look again).
+    private func open(for transaction: any PoolTransaction) -> Bool {
+        retryDelay = 2
+        guard acquireSlot() else { return false }
+        if let rate = limits.connectionRate {
+            let now = Int64(MonotonicClock.nanoseconds() / 1_000_000)
+            if let at = gate.rate.take(now: now, rate: rate, burst: limits.connectionBurst) {
+                /* A slot but no token yet: give the slot back and come back for both. */
+                gate.release()
+                retryDelay = UInt64(max(1, at - now))
+                return false
+            }
+        }
+        connect(transaction)
+        return true
     }
 
     /// True when a pool of the site other than this one waits for a slot.
@@ -203,20 +228,25 @@ final class ConnectionPool {
                                                      crypto: crypto, delegate: pooled)
     }
 
-    /// wait - no slot now: queue the transaction and try again every 2 ms.
+    /// wait - no connection now: queue the transaction and look again after `retryDelay`
+    /// (2 ms for a slot, the time of the next token under a connection rate).
     private func wait(_ transaction: any PoolTransaction) {
         if waiting.isEmpty { gate.waiting.add(1, ordering: .relaxed) }
         waiting.append(transaction)
+        armRetry()
+    }
+
+    private func armRetry() {
         if waitTimer == nil { waitTimer = LoopTimer(loop: loop) }
-        if !waitTimer!.isArmed { waitTimer!.schedule(after: 2) { [unowned self] _ in retryWaiting() } }
+        if !waitTimer!.isArmed { waitTimer!.schedule(after: retryDelay) { [unowned self] _ in retryWaiting() } }
     }
 
     private func retryWaiting() {
-        while !waiting.isEmpty && acquireSlot() { connect(waiting.removeFirst()) }
+        while let first = waiting.first, open(for: first) { waiting.removeFirst() }
         if waiting.isEmpty {
             gate.waiting.subtract(1, ordering: .relaxed)
         } else {
-            waitTimer?.schedule(after: 2) { [unowned self] _ in retryWaiting() }
+            armRetry()
         }
     }
 
@@ -258,9 +288,13 @@ final class ConnectionPool {
         seconds.removeAll { $0 === connection }
         gate.release()
         /* A slot came free: a transaction waiting here takes it at once. */
-        if !waiting.isEmpty && acquireSlot() {
-            connect(waiting.removeFirst())
-            if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
+        if let first = waiting.first {
+            if open(for: first) {
+                waiting.removeFirst()
+                if waiting.isEmpty { gate.waiting.subtract(1, ordering: .relaxed) }
+            } else {
+                armRetry()
+            }
         }
     }
 

@@ -380,7 +380,8 @@ public final class WorkerShard: @unchecked Sendable {
                                idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds,
                                maxAgeMilliseconds: configuration.maxConnectionAgeMilliseconds,
                                maxConnections: limits.maxConnections ?? 20,
-                               fairShare: max(1, ((limits.maxConnections ?? 20) + spool.shards.count - 1) / spool.shards.count)),
+                               fairShare: max(1, ((limits.maxConnections ?? 20) + spool.shards.count - 1) / spool.shards.count),
+                               connectionRate: limits.connectionRate, connectionBurst: max(1, limits.connectionBurst ?? 1)),
             gate: siteConnections.gate(scheduler.siteName(site)), crypto: crypto)
         pools[key] = pool
         return pool

@@ -198,7 +198,6 @@ public struct Scheduler {
         let mxHosts: [String]
         var limits: Limits
         var messageBucket: RateBucket?
-        var connectionBucket: RateBucket?
         var rateScale: (factor: Double, until: Int64) = (1, 0)
         var transactionalDomains = Deque<Int>()
         var bulkDomains = Deque<Int>()
@@ -221,7 +220,6 @@ public struct Scheduler {
             self.limits = limits
             window = Double(min(limits.initialConnections ?? 5, limits.maxConnections ?? 20))
             if let rate = limits.messageRate { messageBucket = RateBucket(rate: rate, burst: limits.messageBurst ?? 1) }
-            if let rate = limits.connectionRate { connectionBucket = RateBucket(rate: rate, burst: limits.connectionBurst ?? 1) }
         }
 
         var concurrency: Int { max(1, min(Int(window), limits.maxConnections ?? 20)) }
@@ -276,7 +274,6 @@ public struct Scheduler {
         for site in sites {
             site.limits = configuration.shaping.siteLimits(site: site.name, mxHosts: site.mxHosts)
             site.messageBucket = site.limits.messageRate.map { RateBucket(rate: $0, burst: site.limits.messageBurst ?? 1) }
-            site.connectionBucket = site.limits.connectionRate.map { RateBucket(rate: $0, burst: site.limits.connectionBurst ?? 1) }
             /* Slow start goes on from where it is, but never below the new initial value. */
             let ceiling = Double(site.limits.maxConnections ?? 20)
             site.window = min(ceiling, max(site.window, Double(site.limits.initialConnections ?? 5)))
@@ -778,16 +775,6 @@ public struct Scheduler {
     /// connectionSucceeded - a connection to the site was established and greeted.
     public mutating func connectionSucceeded(site index: Int) {
         sites[index].consecutiveFailures = 0
-    }
-
-    /// openConnection - whether the site's connection rate allows a new connection at
-    /// `now` (taking it if so); otherwise the time it will.
-    public mutating func openConnection(site index: Int, now: Int64) -> Int64? {
-        guard let bucket = sites[index].connectionBucket else { return nil }
-        let at = bucket.earliest(now: now)
-        if at > now { return at }
-        sites[index].connectionBucket!.take(now: now)
-        return nil
     }
 
     private mutating func apply(_ rule: ResponseRule, delivery: Delivery, campaign: UInt32, now: Int64) {

@@ -7,7 +7,8 @@
 // token before it starts a transaction to the site. No lock is taken on that path (a
 // mutex guards only the table, when a site is first seen). The site's total concurrency
 // is the delivery layer's business: the connections its pools may open over every shard
-// (Delivery's ConnectionGate), each carrying one transaction at a time.
+// and how fast (Delivery's ConnectionGate, which keeps the connection rate in a
+// SharedSite of its own), each carrying one transaction, or two pipelined.
 
 import Synchronization
 
@@ -29,13 +30,17 @@ public final class SharedSites: Sendable {
 
 }
 
-/// One site's GCRA arrival time, across shards. Thread-safe.
-final class SharedSite: Sendable {
-    /// Theoretical arrival time of the GCRA (microseconds on the schedulers' clock).
+/// One site's GCRA arrival time, across shards: a rate limit every thread takes tokens
+/// from. Thread-safe (one atomic).
+public final class SharedSite: Sendable {
+    /// Theoretical arrival time of the GCRA (microseconds on the caller's clock).
     private let arrival = Atomic<Int64>(0)
 
-    /// take - a rate token at `now` (ms): nil when taken, else the time (ms) one will be free.
-    func take(now: Int64, rate: Rate, burst: Int, scale: Double) -> Int64? {
+    public init() {}
+
+    /// take - a rate token at `now` (ms, on one clock for every caller): nil when taken,
+    /// else the time (ms) one will be free.
+    public func take(now: Int64, rate: Rate, burst: Int, scale: Double = 1) -> Int64? {
         let interval = Int64((rate.interval / scale).rounded(.up))
         let nowMicros = now * 1000
         var arrival = self.arrival.load(ordering: .relaxed)

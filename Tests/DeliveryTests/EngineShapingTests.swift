@@ -84,6 +84,33 @@ struct EngineShapingTests {
         spool.close()
     }
 
+    /// A site's connection_rate (5/s, burst 1) holds over both shards: with one message per
+    /// connection, the receiver sees no more than 5 x t + 1 new connections in any window of
+    /// t seconds (one of slack, as for message rates), and 15 take at least 2.5 s.
+    @Test func connectionRateHoldsAcrossShards() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
+        let spool = try testSpool(folder.path)
+        try enqueueAcrossBothShards(spool, count: 15)
+        let route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
+        var configuration = engineConfiguration(routes: [route])
+        configuration.scheduler = SchedulerConfiguration(shaping: Shaping(sites: [route.siteName: Limits(
+            maxConnections: 10, initialConnections: 10, maxMessagesPerConnection: 1, connectionRate: Rate(5, per: 1), connectionBurst: 1)]))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 15)
+        #expect(sink.statistics.connectionsTotal == 15)
+        let times = try readSinkRecord(folder.path + "/record.jsonl").map { milliseconds($0.time) }.sorted()
+        #expect(times.count == 15)
+        let worst = worstExcess(times, rate: 5, burst: 1)
+        #expect(worst <= 1, "a window held \(worst) connections more than the rate allows")
+        #expect(times.last! - times.first! >= 2_500, "15 connections at 5/s took \(times.last! - times.first!) ms")
+        spool.close()
+    }
+
     /// Two shards need one site limited to two connections: both get their share from the
     /// start. A shard that took both connections first must give one back while the other
     /// waits, even with transactions of its own queued behind its connections: among the

@@ -102,28 +102,27 @@ struct ShapingTests {
         #expect(starts[slow] == [0, 1000, 2000, 3000, 4000])
     }
 
-    @Test("openConnection enforces the site's connection rate and burst")
+    @Test("A shared GCRA limiter (the engine's pools take connection tokens from one per site) keeps rate and burst; the rate comes from the site's limits")
     func connectionRate() {
-        var scheduler = TestScheduler(configuration(shaping: Shaping(sites: ["mx": Limits(connectionRate: Rate(2, per: 1), connectionBurst: 2)])))
-        let site = scheduler.site("mx")
-        #expect(scheduler.openConnection(site: site, now: 0) == nil)
-        #expect(scheduler.openConnection(site: site, now: 0) == nil)
-        #expect(scheduler.openConnection(site: site, now: 0) == 500)
-        #expect(scheduler.openConnection(site: site, now: 499) == 500)
-        #expect(scheduler.openConnection(site: site, now: 500) == nil)
-        #expect(scheduler.openConnection(site: site, now: 500) == 1000)
-        #expect(scheduler.openConnection(site: site, now: 1000) == nil)
+        let limiter = SharedSite()
+        let rate = Rate(2, per: 1)
+        #expect(limiter.take(now: 0, rate: rate, burst: 2) == nil)
+        #expect(limiter.take(now: 0, rate: rate, burst: 2) == nil)
+        #expect(limiter.take(now: 0, rate: rate, burst: 2) == 500)
+        #expect(limiter.take(now: 499, rate: rate, burst: 2) == 500)
+        #expect(limiter.take(now: 500, rate: rate, burst: 2) == nil)
+        #expect(limiter.take(now: 500, rate: rate, burst: 2) == 1000)
+        #expect(limiter.take(now: 1000, rate: rate, burst: 2) == nil)
         /* A refused attempt takes nothing: after a long pause the burst is back. */
-        #expect(scheduler.openConnection(site: site, now: 60_000) == nil)
-        #expect(scheduler.openConnection(site: site, now: 60_000) == nil)
-        #expect(scheduler.openConnection(site: site, now: 60_000) == 60_500)
+        #expect(limiter.take(now: 60_000, rate: rate, burst: 2) == nil)
+        #expect(limiter.take(now: 60_000, rate: rate, burst: 2) == nil)
+        #expect(limiter.take(now: 60_000, rate: rate, burst: 2) == 60_500)
         /* The rate can come from an MX suffix; without one, connections are not limited. */
         var bySuffix = TestScheduler(configuration(shaping: Self.shaping))
         let google = bySuffix.site("g", mxHosts: ["aspmx.l.google.com"])
-        let opened = (0..<10).filter { _ in bySuffix.openConnection(site: google, now: 0) == nil }.count
-        #expect(opened == 1) // 5/s with burst 1
+        #expect(bySuffix.limits(site: google).connectionRate == Rate(5, per: 1))
         let free = bySuffix.site("free", mxHosts: ["mx.example.net"])
-        #expect((0..<1000).allSatisfy { _ in bySuffix.openConnection(site: free, now: 0) == nil })
+        #expect(bySuffix.limits(site: free).connectionRate == nil)
     }
 }
 
