@@ -2,10 +2,11 @@
 //
 // For a domain without a static route the router asks DNS for its MX records, orders
 // them by preference (shuffling hosts of equal preference), resolves each host's
-// addresses and caches the answer for its TTL. A domain without MX records is its own
-// mail exchanger (the implicit MX of RFC 5321 §5.1). A null MX (RFC 7505) and a
-// domain that does not exist are permanent: its recipients bounce at once. SERVFAIL
-// and timeouts are temporary: they are deferred and asked again later.
+// addresses (A and AAAA, IPv4 first) and caches the answer for its TTL. A domain
+// without MX records is its own mail exchanger (the implicit MX of RFC 5321 §5.1). A
+// null MX (RFC 7505) and a domain that does not exist are permanent: its recipients
+// bounce at once. SERVFAIL and timeouts are temporary: they are deferred and asked
+// again later. A static route's hosts given by name are resolved the same way.
 
 public import EventCore
 import Spool
@@ -70,7 +71,11 @@ public final class Router {
     public func resolve(_ domain: String, now: Int64, _ completion: @escaping (Result<Destination, RoutingFailure>) -> Void) {
         let domain = domain.lowercased()
         if let route = routes.route(for: domain) {
-            completion(staticDestination(route))
+            if route.hops.allSatisfy({ $0.literalAddress != nil }) {
+                completion(staticDestination(route, resolved: [:]))
+            } else {
+                resolveRoute(route, now: now, completion)
+            }
             return
         }
         if let cached = cache[domain], cached.expires > now {
@@ -114,19 +119,44 @@ public final class Router {
         return out
     }
 
-    /// resolveHosts - the addresses of each MX host (A records), in MX order.
+    /// addresses - a host's IPv4 then IPv6 addresses (A and AAAA, asked together), with the
+    /// shortest TTL in ms. Fails when neither has an address: temporarily if either lookup
+    /// failed for now, else with the A lookup's error (NXDOMAIN, no data).
+    private func addresses(of host: String, _ completion: @escaping (Result<(addresses: [IPAddress], ttl: Int64), DNSError>) -> Void) {
+        guard let resolver else { return completion(.failure(.cancelled(host))) }
+        var results: [Result<[AddressRecord], DNSError>?] = [nil, nil]
+        func done(_ index: Int, _ result: Result<[AddressRecord], DNSError>) {
+            results[index] = result
+            guard let v4 = results[0], let v6 = results[1] else { return }
+            let records = ((try? v4.get()) ?? []) + ((try? v6.get()) ?? [])
+            if !records.isEmpty {
+                completion(.success((records.map(\.address), Int64(records.map(\.ttl).min() ?? 300) * 1000)))
+            } else if case .failure(let error) = v6, error.isTemporary {
+                completion(.failure(error))
+            } else if case .failure(let error) = v4 {
+                completion(.failure(error))
+            } else if case .failure(let error) = v6 {
+                completion(.failure(error))
+            } else {
+                completion(.failure(.noData(host)))
+            }
+        }
+        resolver.queryA(host) { done(0, $0) }
+        resolver.queryAAAA(host) { done(1, $0) }
+    }
+
+    /// resolveHosts - the addresses of each MX host (A and AAAA), in MX order.
     private func resolveHosts(_ domain: String, _ records: [MXRecord], ttl: Int64, implicit: Bool = false) {
-        guard let resolver else { return }
         var answers: [[ResolvedHop]?] = Array(repeating: nil, count: records.count)
         var temporary: String?
         var remaining = records.count
         var minimumTTL = ttl
         for (index, record) in records.enumerated() {
-            resolver.queryA(record.host) { [self] result in
+            addresses(of: record.host) { [self] result in
                 switch result {
-                case .success(let addresses):
-                    answers[index] = addresses.map { ResolvedHop(name: record.host, address: SocketAddress(ip: $0.address, port: mxPort)) }
-                    minimumTTL = min(minimumTTL, Int64(addresses.map(\.ttl).min() ?? 300) * 1000)
+                case .success(let (addresses, addressTTL)):
+                    answers[index] = addresses.map { ResolvedHop(name: record.host, address: SocketAddress(ip: $0, port: mxPort)) }
+                    minimumTTL = min(minimumTTL, addressTTL)
                 case .failure(let error):
                     answers[index] = []
                     if error.isTemporary { temporary = "\(record.host): \(error)" }
@@ -157,16 +187,57 @@ public final class Router {
         for completion in waiting.removeValue(forKey: domain) ?? [] { completion(result) }
     }
 
-    /// staticDestination - a route's hops; host names other than `localhost` need DNS,
-    /// which static routes do not do (yet): they must be address literals.
-    private func staticDestination(_ route: Route) -> Result<Destination, RoutingFailure> {
+    /// resolveRoute - a route with hosts given by name: their addresses (cached for their
+    /// TTL), then its destination.
+    private func resolveRoute(_ route: Route, now: Int64, _ completion: @escaping (Result<Destination, RoutingFailure>) -> Void) {
+        let key = "route:" + route.domain
+        if let cached = cache[key], cached.expires > now { return completion(cached.result) }
+        guard resolver != nil else {
+            return completion(.failure(.temporary(code: 451, enhanced: "4.4.3", text: "route for \(route.domain) names hosts and there is no DNS resolver")))
+        }
+        if waiting[key] != nil {
+            waiting[key]!.append(completion)
+            return
+        }
+        waiting[key] = [completion]
+        let names = Array(Set(route.hops.filter { $0.literalAddress == nil }.map(\.host)))
+        var resolved: [String: [IPAddress]] = [:]
+        var failures: [String] = []
+        var remaining = names.count
+        var ttl = Router.maximumTTL
+        for name in names {
+            addresses(of: name) { [self] result in
+                switch result {
+                case .success(let (addresses, addressTTL)):
+                    resolved[name] = addresses
+                    ttl = min(ttl, addressTTL)
+                case .failure(let error):
+                    failures.append("\(error)")
+                }
+                remaining -= 1
+                guard remaining == 0 else { return }
+                let result = staticDestination(route, resolved: resolved, failures: failures)
+                /* A failed lookup is asked again at the next attempt; an answer is kept for its TTL. */
+                finish(key, result, ttl: (try? result.get()) == nil ? 0 : ttl)
+            }
+        }
+    }
+
+    /// staticDestination - a route's hops in order: address literals as they are, names by
+    /// the addresses `resolved` found. No address at all defers (the route stays the
+    /// domain's route: mail never goes by MX instead).
+    private func staticDestination(_ route: Route, resolved: [String: [IPAddress]], failures: [String] = []) -> Result<Destination, RoutingFailure> {
         var hops: [ResolvedHop] = []
         for hop in route.hops {
-            guard let address = hop.literalAddress else { continue }
-            hops.append(ResolvedHop(name: hop.host, address: address))
+            if let address = hop.literalAddress {
+                hops.append(ResolvedHop(name: hop.host, address: address))
+            } else {
+                hops += (resolved[hop.host] ?? []).map { ResolvedHop(name: hop.host, address: SocketAddress(ip: $0, port: hop.port)) }
+            }
         }
         guard !hops.isEmpty else {
-            return .failure(.temporary(code: 451, enhanced: "4.4.3", text: "route for \(route.domain): no address literal among its hosts"))
+            let why = failures.isEmpty ? "no address for any of its hosts" : failures.joined(separator: "; ")
+            return .failure(.temporary(code: 451, enhanced: "4.4.3", text: "route for \(route.domain): \(why)"))
         }
         return .success(Destination(site: route.siteName, mxHosts: [], hops: hops, route: route))
     }

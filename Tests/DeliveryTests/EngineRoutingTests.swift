@@ -134,6 +134,60 @@ struct EngineRoutingTests {
     }
 }
 
+extension EngineRoutingTests {
+    /// An MX host with only an AAAA record is reached over IPv6, and a static route may name
+    /// its host (resolved through DNS, A or AAAA); a route whose name does not resolve defers
+    /// rather than bouncing or going by MX.
+    @Test(.enabled(if: ipv6LoopbackAvailable, "no IPv6 loopback (::1) here"))
+    func ipv6OnlyMXAndRouteHostsByName() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let v6 = try startRecordingSink(record: folder.path + "/v6.jsonl") { $0.listen = [SocketAddress("[::1]:0")!] }
+        let v4 = try startRecordingSink(record: folder.path + "/v4.jsonl")
+        let dns = try DNSTestResponder()
+        dns.set("v6only.test", .mx, .answer([.mx(preference: 10, host: "mx6.v6only.test", ttl: 60)]))
+        dns.set("mx6.v6only.test", .aaaa, .answer([.aaaa(IPAddress("::1")!, ttl: 60)]))
+        dns.set("relay.route.test", .a, .answer([.a(IPAddress("127.0.0.1")!, ttl: 60)]))
+        try dns.start()
+        defer { dns.stop() }
+        let spool = try testSpool(folder.path)
+        for domain in ["v6only.test", "named.test", "unnamed.test"] {
+            _ = try spool.enqueue(NewMessage(sender: "a@sender.test", body: Array("Subject: x\r\n\r\nx\r\n".utf8),
+                                             recipients: [NewRecipient("someone@\(domain)")]))
+        }
+        var configuration = engineConfiguration(routes: [
+            Route(domain: "named.test", hops: [NextHop(host: "relay.route.test", port: v4.addresses[0].port)]),
+            Route(domain: "unnamed.test", hops: [NextHop(host: "nowhere.route.test", port: v4.addresses[0].port)]),
+        ])
+        configuration.dns = DNSConfiguration(servers: [dns.server], timeoutMilliseconds: 500, tries: 1)
+        configuration.mxPort = v6.addresses[0].port
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine)
+        engine.stop()
+        v6.stop()
+        v4.stop()
+        #expect(status.byDomain["v6only.test"]?.delivered == 1, "\(status.byDomain)")
+        #expect(status.byDomain["named.test"]?.delivered == 1, "\(status.byDomain)")
+        #expect(status.byDomain["unnamed.test"]?.deferred == 1, "\(status.byDomain)")
+        #expect(try readSinkRecord(folder.path + "/v6.jsonl").flatMap(\.recipients) == ["someone@v6only.test"])
+        #expect(try readSinkRecord(folder.path + "/v4.jsonl").flatMap(\.recipients) == ["someone@named.test"])
+        spool.close()
+    }
+}
+
+/// True when a socket can be bound to [::1] (some containers have no IPv6 loopback).
+let ipv6LoopbackAvailable: Bool = {
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_in6()
+    address.sin6_family = sa_family_t(AF_INET6)
+    address.sin6_addr = in6addr_loopback
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0 }
+    }
+}()
+
 /// closedPort - a loopback port nothing listens on (bound, then closed).
 func closedPort() throws -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
