@@ -271,6 +271,25 @@ public final class CampaignWriter {
         if let failure { throw failure }
         return CampaignReceipt(id: id, recipients: added)
     }
+
+    /// abandon - undo the campaign after a failure in `add` or `finish`: wait for the chunks
+    /// in flight, drop what is still buffered, and end every recipient already stored as
+    /// cancelled; returns how many. The cancellation is fsync'd whatever the spool's
+    /// durability: a cancel lost while the chunks it cancels survive would let them be
+    /// delivered. The writer is done after it.
+    public func abandon(reason: String) throws(SpoolError) -> Int {
+        outstanding.lock()
+        while outstanding.inFlight > 0 { outstanding.wait() }
+        outstanding.unlock()
+        defer { for (shard, wasStarted) in started.enumerated() where wasStarted { spool.shards[shard].withState { $0.close(id) } } }
+        buffers = Array(repeating: RecordWriter(capacity: 0), count: spool.shards.count)
+        counts = Array(repeating: 0, count: spool.shards.count)
+        var cancelled = 0
+        for (shard, wasStarted) in started.enumerated() where wasStarted {
+            cancelled += try spool.shards[shard].cancel(message: id, reason: reason)
+        }
+        return cancelled
+    }
 }
 
 /// The chunks of a campaign in flight and its first failure, shared with the writers.
@@ -364,16 +383,31 @@ extension SpoolShard {
         }
         guard !keys.isEmpty else { return 0 }
         let purged = campaign.map { "purged: campaign \($0)" } ?? "purged: domain \(domain ?? "")"
-        let waiter = Waiter<Result<Void, SpoolError>>()
         let outcome = reason.map { Outcome.bounced(reply: $0) } ?? Outcome.cancelled(reason: purged)
-        let batch = keys.map { ($0, outcome) }
-        var out = RecordWriter(capacity: 48 * batch.count)
-        for (key, outcome) in batch {
-            encodeOutcome(&out, key: key, kind: outcome.kind, attempts: 0, nextAttempt: 0, reply: outcome.reply)
-        }
-        append(out.bytes, durability: configuration.durability) { waiter.set($0) }
-        try waiter.wait().get()
+        try end(keys, outcome, durability: configuration.durability)
         return keys.count
+    }
+
+    /// cancel - end every pending recipient of message `id` in this shard as cancelled,
+    /// fsync'd whatever the configured durability; returns how many.
+    public func cancel(message id: MessageID, reason: String) throws(SpoolError) -> Int {
+        let keys = withState { state in state.pending.keys.filter { $0.message == id } }
+        try end(keys, .cancelled(reason: reason), durability: .fsync)
+        return keys.count
+    }
+
+    /// end - give every one of `keys` the final `outcome`, waiting until it is durable.
+    /// Written in appends of at most 65,536 outcome records, so a million-recipient purge
+    /// does not build one write the size of a segment.
+    private func end(_ keys: [RecipientKey], _ outcome: Outcome, durability: Durability) throws(SpoolError) {
+        for start in stride(from: 0, to: keys.count, by: 65_536) {
+            let part = keys[start..<min(start + 65_536, keys.count)]
+            var out = RecordWriter(capacity: 48 * part.count)
+            for key in part {
+                encodeOutcome(&out, key: key, kind: outcome.kind, attempts: 0, nextAttempt: 0, reply: outcome.reply)
+            }
+            try appendAndWait(out.bytes, durability: durability)
+        }
     }
 
     /// message - a message's envelope, metadata and body, read back from its record.

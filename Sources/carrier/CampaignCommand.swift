@@ -32,7 +32,7 @@ struct CampaignCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The campaign's name (for shaping, logs and purges).", valueName: "name"))
     var campaign = "campaign"
 
-    @Flag(help: "Skip rows with a bad address or shape (each is reported) instead of failing the run.")
+    @Flag(help: "Skip rows with a bad address or shape (each is reported) instead of failing the run (a failed run queues nothing).")
     var skipInvalid = false
 
     @Flag(help: "Enqueue as transactional mail instead of bulk.")
@@ -54,6 +54,13 @@ struct CampaignCommand: ParsableCommand {
             throw ValidationError("cannot open the spool: \(error)")
         }
         defer { opened.close() }
+        /* The log is opened before anything is stored: failing on it afterwards would end
+           the run in an error with the campaign queued all the same. */
+        var file: DeliveryLog?
+        if let log {
+            do { file = try DeliveryLog(path: log) } catch { throw ValidationError("delivery log: \(error)") }
+        }
+        defer { file?.close() }
         let result: CampaignLoadResult
         do {
             result = try CampaignLoader.load(
@@ -64,16 +71,8 @@ struct CampaignCommand: ParsableCommand {
             throw ValidationError("\(error)")
         }
         print("\rcampaign \(campaign): message \(result.id), \(result.recipients) recipients queued in \(spool)")
-        if let log {
-            do {
-                let file = try DeliveryLog(path: log)
-                file.append(DeliveryLogRecord(time: nowMilliseconds(), event: .received, messageID: result.id.description, recipient: "",
-                                              campaign: campaign, text: "campaign of \(result.recipients) recipients from \(from)"))
-                file.close()
-            } catch {
-                throw ValidationError("delivery log: \(error)")
-            }
-        }
+        file?.append(DeliveryLogRecord(time: nowMilliseconds(), event: .received, messageID: result.id.description, recipient: "",
+                                       campaign: campaign, text: "campaign of \(result.recipients) recipients from \(from)"))
         for problem in result.skipped { print("  skipped: \(problem)") }
         if !result.skipped.isEmpty { print("\(result.skipped.count) rows skipped") }
     }

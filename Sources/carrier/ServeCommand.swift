@@ -3,8 +3,6 @@
 import ArgumentParser
 import Carrier
 import Delivery
-import EventCore
-import Injection
 import Spool
 
 /// `carrier serve`: deliver what the spool holds, from a config file or flags.
@@ -68,6 +66,18 @@ struct ServeCommand: ParsableCommand {
     var quiet = false
 
     func run() throws {
+        var overrides = ServeOverrides()
+        overrides.spoolDirectory = spool
+        overrides.routes = routes
+        overrides.shapingFile = shaping
+        overrides.logPath = log
+        overrides.dnsServers = dnsServers
+        overrides.noDNS = noDNS
+        overrides.mxPort = mxPort
+        overrides.hostname = hostname
+        overrides.smtpListen = smtpListen
+        overrides.httpListen = httpListen
+        overrides.httpTokens = httpTokens
         var settings: CarrierSettings
         if let config {
             do { settings = try CarrierFile.load(config) } catch { throw ValidationError("\(error)") }
@@ -75,46 +85,9 @@ struct ServeCommand: ParsableCommand {
             settings = CarrierSettings()
             do { settings.engine.scheduler = try ShapingFile.defaults() } catch { throw ValidationError("\(error)") }
         }
-        if let spool { settings.spool.directory = spool }
-        if !routes.isEmpty {
-            var parsed: [Route] = []
-            for text in routes {
-                do { parsed.append(try Route.parse(text)) } catch { throw ValidationError("\(error)") }
-            }
-            settings.engine.routes = RouteTable(parsed)
-        }
-        if let shaping {
-            guard let text = readTextFile(shaping) else { throw ValidationError("cannot read \(shaping)") }
-            do { settings.engine.scheduler = try ShapingFile.parse(text, file: shaping) } catch { throw ValidationError("\(error)") }
-        }
-        if let log { settings.engine.logPath = log }
-        if !dnsServers.isEmpty { settings.engine.dns = DNSConfiguration(servers: dnsServers) }
-        if noDNS { settings.engine.dns = nil }
-        if let mxPort { settings.engine.mxPort = mxPort }
-        if let hostname { settings.engine.hostname = hostname }
-        if !smtpListen.isEmpty {
-            var listener = settings.submission ?? SubmissionConfiguration()
-            listener.listen = try smtpListen.map { text in
-                guard let address = SocketAddress(text) else { throw ValidationError("--smtp-listen \(text): expected ADDRESS:PORT, such as 127.0.0.1:2525") }
-                return address
-            }
-            if let hostname { listener.hostname = hostname }
-            if let problem = listener.problem() { throw ValidationError(problem) }
-            settings.submission = listener
-        }
-        if !httpListen.isEmpty || !httpTokens.isEmpty {
-            var listener = settings.http ?? HTTPInjectionConfiguration()
-            if !httpListen.isEmpty {
-                listener.listen = try httpListen.map { text in
-                    guard let address = SocketAddress(text) else { throw ValidationError("--http-listen \(text): expected ADDRESS:PORT, such as 127.0.0.1:8025") }
-                    return address
-                }
-            }
-            listener.tokens += httpTokens
-            if let problem = listener.problem() { throw ValidationError(problem) }
-            settings.http = listener
-        }
+        do { try overrides.apply(to: &settings) } catch { throw ValidationError("\(error)") }
         var options = ServeOptions(settings: settings, configurationFile: config)
+        options.overrides = overrides
         options.drain = drain
         options.hold = hold
         if hold && drain { throw ValidationError("--hold and --drain exclude each other") }

@@ -5,7 +5,8 @@
 // inherits the mask and the main thread takes them with sigtimedwait between its
 // once-a-second looks at the engine. SIGTERM (and SIGINT) drain gracefully: no new
 // transactions, the ones in flight finish and are recorded, then the spool closes.
-// SIGHUP re-reads the configuration file and applies its routes and shaping.
+// SIGHUP re-reads the configuration file, lays the command line's flags over it again
+// (ServeOverrides) and applies its routes and shaping.
 
 public import Delivery
 import Injection
@@ -23,6 +24,8 @@ public struct ServeOptions: Sendable {
     public var settings: CarrierSettings
     /// The file the settings came from (SIGHUP reads it again); nil for flags only.
     public var configurationFile: String?
+    /// The flags laid over the file, at start and again after each SIGHUP.
+    public var overrides = ServeOverrides()
     /// Exit once nothing is ready or in flight (only recipients deferred into the future left).
     public var drain = false
     /// A progress line on standard error once a second.
@@ -145,14 +148,22 @@ public enum ServeRunner {
             return
         }
         do {
-            let settings = try CarrierFile.load(file)
-            var configuration = settings.engine
-            configuration.logPath = options.settings.engine.logPath
-            engine.reload(configuration)
+            engine.reload(try reloadedConfiguration(file, options))
             writeStandardError("carrier serve: SIGHUP: routes and shaping reloaded from \(file)\n")
         } catch {
             writeStandardError("carrier serve: SIGHUP: \(error); keeping the running configuration\n")
         }
+    }
+
+    /// reloadedConfiguration - the engine's configuration after a SIGHUP: `file` read
+    /// again with the command line's flags laid over it, as at start; the delivery log
+    /// stays the one opened at start.
+    static func reloadedConfiguration(_ file: String, _ options: ServeOptions) throws(ConfigurationError) -> EngineConfiguration {
+        var settings = try CarrierFile.load(file)
+        try options.overrides.apply(to: &settings)
+        var configuration = settings.engine
+        configuration.logPath = options.settings.engine.logPath
+        return configuration
     }
 
     /// progressLine - one line: totals so far and what is left.
