@@ -287,6 +287,12 @@ public final class WorkerShard: @unchecked Sendable {
             switch routing {
             case .success(let destination):
                 attempt.destination = destination
+                if destination.site != scheduler.siteName(delivery.site) {
+                    /* First seen when DNS failed for now, or routed elsewhere before a reload:
+                       the domain's later transactions take the limits of its real site. */
+                    let site = scheduler.site(destination.site, mxHosts: destination.mxHosts)
+                    scheduler.moveDomain(delivery.domain, to: site, now: nowMilliseconds())
+                }
                 send(attempt)
             case .failure(.permanent(let code, let enhanced, let text)):
                 let reply = localReply(code, enhanced, text)
@@ -352,7 +358,9 @@ public final class WorkerShard: @unchecked Sendable {
         session.timeouts = configuration.timeouts
         var connection = ClientConnectionConfiguration(session: session)
         connection.connectTimeoutMilliseconds = configuration.connectTimeoutMilliseconds
-        connection.serverName = IPAddress(hop.name) == nil ? hop.name : nil
+        /* A name is sent as SNI and checked; an address literal is checked against the
+           certificate's IP addresses (TLSConnection sends no SNI for it). */
+        connection.serverName = hop.name
         connection.tlsSessionCache = sessions
         let tls = route?.tls ?? .opportunistic
         switch tls {
@@ -367,7 +375,13 @@ public final class WorkerShard: @unchecked Sendable {
                 if let files = route.clientCertificate {
                     tlsConfiguration.identity = .files(certificateChain: files.certificate, privateKey: files.key)
                 }
-                connection.tls = try? TLSContext.client(tlsConfiguration)
+                do throws(TLSError) {
+                    connection.tls = try TLSContext.client(tlsConfiguration)
+                } catch {
+                    /* The loader checked the files; they changed since. Without a context the
+                       connections fail with this TLS error: never plaintext instead. */
+                    writeStandardError("carrier: route \(route.domain): TLS client context: \(error)\n")
+                }
             } else {
                 connection.tls = tlsContext
             }

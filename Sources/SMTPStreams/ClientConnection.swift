@@ -137,6 +137,9 @@ public final class ClientConnection: ByteStreamHandler {
     /// What the server offered (after EHLO).
     public var capabilities: Capabilities? { session.capabilities }
 
+    /// True when TLS is up and its handshake resumed a session kept from an earlier connection.
+    public var isTLSSessionReused: Bool { (stream as? TLSConnection)?.isSessionReused == true }
+
     /// send - hand over one message; it is reported back with `tag`.
     public func send(_ message: OutboundMessage, tag: Int) {
         tags.append((tag, MonotonicClock.nanoseconds()))
@@ -167,15 +170,21 @@ public final class ClientConnection: ByteStreamHandler {
     private func connected(_ tcp: TCPConnection) {
         connecting = nil
         report(.connect)
-        guard configuration.implicitTLS, let context = configuration.tls else {
+        guard configuration.implicitTLS else {
             attach(tcp)
             session.start(into: &actions)
             perform()
             return
         }
+        guard let context = configuration.tls else {
+            /* Implicit TLS without a TLS context: never talk in plaintext instead. */
+            tcp.close()
+            finish(.tls(.configuration("implicit TLS is configured but no TLS context could be made")))
+            return
+        }
         stream = tcp
         TLSConnection.client(over: tcp, context: context, serverName: configuration.serverName,
-                             sessionCache: configuration.tlsSessionCache,
+                             sessionCache: configuration.tlsSessionCache, sessionKey: sessionKey,
                              handshakeTimeoutMilliseconds: configuration.tlsHandshakeTimeoutMilliseconds) { [self] result in
             switch result {
             case .success(let tls):
@@ -189,6 +198,10 @@ public final class ClientConnection: ByteStreamHandler {
         }
     }
 
+    /// Where a resumable TLS session of this connection is kept: the server's address and
+    /// the name it is checked against (an address serves one certificate per port).
+    private var sessionKey: String { "\(address)|\(configuration.serverName ?? "")" }
+
     private func attach(_ stream: any ByteStream) {
         self.stream = stream
         stream.handler = self
@@ -198,12 +211,13 @@ public final class ClientConnection: ByteStreamHandler {
     /// upgrade - the session said STARTTLS and got 220: run the TLS handshake.
     private func upgrade() {
         guard let tcp = stream, let context = configuration.tls else {
+            failure = failure ?? .tls(.configuration("STARTTLS was agreed but no TLS context could be made"))
             session.connectionClosed(into: &actions)
             perform()
             return
         }
         TLSConnection.client(over: tcp, context: context, serverName: configuration.serverName,
-                             sessionCache: configuration.tlsSessionCache,
+                             sessionCache: configuration.tlsSessionCache, sessionKey: sessionKey,
                              handshakeTimeoutMilliseconds: configuration.tlsHandshakeTimeoutMilliseconds) { [self] result in
             switch result {
             case .success(let tls):

@@ -157,7 +157,7 @@ public struct Scheduler {
     final class DomainState {
         let index: Int
         let name: String
-        let site: Int
+        var site: Int
         var limits: Limits
         var rateBucket: RateBucket?
         var rateScale: (factor: Double, until: Int64) = (1, 0)
@@ -331,6 +331,28 @@ public struct Scheduler {
         domainAgeWatch.append(.max)
         domainDeferredWake.append(.max)
         return index
+    }
+
+    /// moveDomain - the domain's destination is another site now (its MX hosts resolved
+    /// after a failed lookup, or a reload routed it elsewhere): its queues, limits and turns
+    /// go to `site`. Transactions in flight finish against the site that started them.
+    public mutating func moveDomain(_ index: Int, to site: Int, now: Int64) {
+        let domain = domains[index]
+        guard domain.site != site else { return }
+        let old = sites[domain.site]
+        if domain.inTransactionalList {
+            old.transactionalDomains.removeAll { $0 == index }
+            domain.inTransactionalList = false
+        }
+        if domain.inBulkList {
+            old.bulkDomains.removeAll { $0 == index }
+            domain.inBulkList = false
+        }
+        domain.site = site
+        domain.limits = configuration.shaping.domainLimits(domain: domain.name, siteLimits: sites[site].limits)
+        domain.rateBucket = domain.limits.messageRate.map { RateBucket(rate: $0, burst: domain.limits.messageBurst ?? 1) }
+        domain.burst = 0
+        listDomain(index, now: now)
     }
 
     /// Recipients ready to go now (not deferred), summed over the domains: O(domains), for

@@ -67,13 +67,20 @@ struct CarrierFileTests {
         ("[[route]]\ndomain = \"a.test\"\nhosts = [\"h:25\"]\ntls = \"maybe\"", "carrier.toml:4: tls must be one of none, opportunistic, required, implicit"),
         ("[[route]]\ndomain = \"a.test\"\nhosts = [\"h:25\"]\nusername = \"u\"", "carrier.toml:4: route a.test: username and password (or password_file) go together"),
         ("[log]\nmax_size = \"12 parsecs\"", "carrier.toml:2: expected a size such as \"512KiB\", \"64MiB\" or \"1GiB\", not \"12 parsecs\""),
+        ("[[route]]\ndomain = \"a.test\"\nhosts = [\"h:25\"]\nclient_certificate = \"/nonexistent/c.pem\"\nclient_key = \"/nonexistent/k.pem\"",
+         "carrier.toml:4: route a.test: client_certificate /nonexistent/c.pem / client_key /nonexistent/k.pem: "),
     ])
     func errorsNameTheLineAndKey(text: String, message: String) {
         #expect(throws: ConfigurationError.self) { try CarrierFile.parse(text) }
         do {
             _ = try CarrierFile.parse(text)
         } catch {
-            #expect(error.description == message)
+            /* A message ending in ": " is a prefix: OpenSSL's own words follow. */
+            if message.hasSuffix(": ") {
+                #expect(error.description.hasPrefix(message), "\(error.description)")
+            } else {
+                #expect(error.description == message)
+            }
         }
     }
 

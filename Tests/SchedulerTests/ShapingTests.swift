@@ -64,6 +64,27 @@ struct ShapingTests {
         #expect(deliveries.filter { $0.domain == other }.map(\.recipients.count) == [200, 50])
     }
 
+    @Test("A domain moved to another site takes its queue there and goes by that site's limits")
+    func movedDomainTakesTheNewSitesLimits() throws {
+        let limits = Limits(maxConnections: 1, initialConnections: 1, maxRecipientsPerTransaction: 1)
+        let wide = Limits(maxConnections: 4, initialConnections: 4, maxRecipientsPerTransaction: 1)
+        var scheduler = TestScheduler(configuration(shaping: Shaping(sites: ["unresolved:one.test": limits, "mx:mx.one.test": wide])))
+        let unresolved = scheduler.site("unresolved:one.test")
+        let domain = scheduler.domain("one.test", site: unresolved)
+        for id in 1...10 { scheduler.submit(recipient(UInt64(id)), domain: domain, now: 0) }
+        let first = scheduler.drain(now: 0)
+        #expect(first.count == 1, "one connection on the first site")
+        let real = scheduler.site("mx:mx.one.test", mxHosts: ["mx.one.test"])
+        scheduler.moveDomain(domain, to: real, now: 0)
+        let moved = scheduler.drain(now: 0)
+        #expect(moved.count == 4 && moved.allSatisfy { $0.site == real }, "the new site's four: \(moved.map(\.site))")
+        /* The transaction started before the move completes against its own site. */
+        scheduler.completeAll(first[0], .delivered, now: 1)
+        #expect(scheduler.drain(now: 1).isEmpty, "the old site's slot does not count for the new one")
+        scheduler.completeAll(moved[0], .delivered, now: 2)
+        #expect(scheduler.drain(now: 2).map(\.site) == [real])
+    }
+
     @Test("maxRecipientsPerTransaction splits a domain's ready recipients into batches, in order")
     func batches() {
         var scheduler = TestScheduler(configuration(shaping: Shaping(domains: ["one.test": Limits(maxRecipientsPerTransaction: 3)])))

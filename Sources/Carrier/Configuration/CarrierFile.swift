@@ -179,6 +179,15 @@ public enum CarrierFile {
                 guard let certificate = given.certificate, let key = given.key else {
                     throw ConfigurationError(file: file, line: given.line, "route \(route.domain): client_certificate and client_key go together")
                 }
+                /* Loaded now, so a missing or mismatched file stops the start with its name
+                   instead of failing every TLS connection of the route later. */
+                var tls = TLSClientConfiguration()
+                tls.identity = .files(certificateChain: certificate, privateKey: key)
+                do throws(TLSError) {
+                    _ = try TLSContext.client(tls)
+                } catch {
+                    throw ConfigurationError(file: file, line: given.line, "route \(route.domain): client_certificate \(certificate) / client_key \(key): \(error)")
+                }
                 route.clientCertificate = (certificate, key)
             }
             list.append(route)
