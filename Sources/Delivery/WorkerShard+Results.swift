@@ -14,9 +14,14 @@ extension WorkerShard {
     // MARK: results
 
     /// connectionFailed - no connection to the attempt's hop: fail over, or defer.
+    ///
+    /// A hop that could not be reached is remembered as down for `deadHopMilliseconds`:
+    /// later transactions start at the next hop instead of each waiting for the same
+    /// refusal or timeout (a dead primary MX). The site's health hears of a failure only
+    /// when no hop is left: a transaction that fails over and succeeds is not a failure
+    /// of the site.
     func connectionFailed(_ attempt: Attempt, error: ClientConnectionError?, hop: ResolvedHop) {
         let now = nowMilliseconds()
-        scheduler.connectionFailed(site: attempt.delivery.site, now: now)
         let reply = Self.reply(for: error, hop: hop)
         let failover: Bool
         switch error {
@@ -25,11 +30,13 @@ extension WorkerShard {
         default:
             failover = false
         }
+        if failover { deadHops[hop.address] = now + WorkerShard.deadHopMilliseconds }
         if failover, let destination = attempt.destination, attempt.hopIndex + 1 < destination.hops.count {
             attempt.hopIndex += 1
             tryHop(attempt)
             return
         }
+        scheduler.connectionFailed(site: attempt.delivery.site, now: now)
         let results = attempt.presetResults.map { $0 ?? .temporary(reply) }
         finish(attempt, results: results, hop: hop)
     }
@@ -37,6 +44,7 @@ extension WorkerShard {
     /// completed - the transaction ran: one result per recipient sent.
     func completed(_ attempt: Attempt, _ result: TransactionResult, hop: ResolvedHop) {
         scheduler.connectionSucceeded(site: attempt.delivery.site)
+        if !deadHops.isEmpty { deadHops[hop.address] = nil }
         var results = attempt.presetResults
         for item in result.recipients {
             let position = attempt.sent[item.index]

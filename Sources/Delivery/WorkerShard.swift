@@ -58,6 +58,9 @@ public final class WorkerShard: @unchecked Sendable {
     var resolver: DNSResolver?
     var wake: LoopTimer!
     var pools: [PoolKey: ConnectionPool] = [:]
+    /// Hops that could not be reached lately, until when they are passed over (ms).
+    var deadHops: [SocketAddress: Int64] = [:]
+    static let deadHopMilliseconds: Int64 = 60_000
     /// Pools replaced by a reload, kept until their busy connections finish.
     var retiredPools: [ConnectionPool] = []
     var messages = MessageCache(capacity: 256)
@@ -344,9 +347,15 @@ public final class WorkerShard: @unchecked Sendable {
         tryHop(attempt)
     }
 
-    /// tryHop - hand the attempt to the pool of its current hop.
+    /// tryHop - hand the attempt to the pool of its current hop, passing over hops that
+    /// were down lately while a later one is not (when all are, they are tried in order).
     func tryHop(_ attempt: Attempt) {
         guard let destination = attempt.destination else { return }
+        if !deadHops.isEmpty {
+            let now = nowMilliseconds()
+            let alive = destination.hops[attempt.hopIndex...].firstIndex { (deadHops[$0.address] ?? 0) <= now }
+            if let alive { attempt.hopIndex = alive }
+        }
         let hop = destination.hops[attempt.hopIndex]
         pool(for: hop, route: destination.route, site: attempt.delivery.site).checkout(attempt)
     }

@@ -32,6 +32,31 @@ struct EngineRoutingTests {
         spool.close()
     }
 
+    /// A dead first hop (every greeting 421) is passed over once it failed: 60 one-message
+    /// transactions on four connections reach the second hop promptly, the dead one sees a
+    /// handful of connections rather than one per transaction, and the site is not paused
+    /// for failures that failing over got past.
+    @Test func aDeadFirstHopIsPassedOver() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
+        let dead = try startRecordingSink(record: folder.path + "/dead.jsonl") { $0.faults.greeting421Rate = 1 }
+        let spool = try testSpool(folder.path)
+        _ = try enqueueCampaign(spool, count: 60, domains: 1, body: "Subject: {{n}}\r\n\r\nHi\r\n") { [("n", String($0))] }
+        let route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: dead.addresses[0].port),
+                                              NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
+        var configuration = engineConfiguration(routes: [route])
+        configuration.scheduler = SchedulerConfiguration(shaping: Shaping(sites: [route.siteName: Limits(maxConnections: 4, initialConnections: 4)]))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine, seconds: 20)
+        engine.stop()
+        sink.stop()
+        dead.stop()
+        #expect(status.byDomain["d0.test"]?.delivered == 60, "\(status.byDomain)")
+        #expect(dead.statistics.connectionsTotal <= 8, "the dead hop saw \(dead.statistics.connectionsTotal) connections")
+        spool.close()
+    }
+
     /// A smarthost that requires STARTTLS and AUTH gets every message over TLS, authenticated.
     @Test func authenticatesOverSTARTTLSToASmarthost() throws {
         let folder = TemporaryFolder()
