@@ -131,7 +131,7 @@ public final class Router {
             let records = ((try? v4.get()) ?? []) + ((try? v6.get()) ?? [])
             if !records.isEmpty {
                 completion(.success((records.map(\.address), Int64(records.map(\.ttl).min() ?? 300) * 1000)))
-            } else if case .failure(let error) = v6, error.isTemporary {
+            } else if case .failure(let error) = v6, Router.isTransient(error) {
                 completion(.failure(error))
             } else if case .failure(let error) = v4 {
                 completion(.failure(error))
@@ -159,7 +159,7 @@ public final class Router {
                     minimumTTL = min(minimumTTL, addressTTL)
                 case .failure(let error):
                     answers[index] = []
-                    if error.isTemporary { temporary = "\(record.host): \(error)" }
+                    if Router.isTransient(error) { temporary = "\(record.host): \(error)" }
                 }
                 remaining -= 1
                 guard remaining == 0 else { return }
@@ -177,6 +177,14 @@ public final class Router {
                 }
             }
         }
+    }
+
+    /// isTransient - a lookup failure that says nothing about the name: SERVFAIL, a timeout,
+    /// and a query cancelled because its resolver closed (a reload, shutting down), which
+    /// must defer, never bounce.
+    static func isTransient(_ error: DNSError) -> Bool {
+        if case .cancelled = error { return true }
+        return error.isTemporary
     }
 
     private func finish(_ domain: String, _ result: Result<Destination, RoutingFailure>, ttl: Int64) {

@@ -125,8 +125,22 @@ public final class WorkerShard: @unchecked Sendable {
     /// reload - new routes and shaping (SIGHUP): domains are routed afresh as they are next
     /// tried, limits change at once, idle connections close so new TLS and credentials apply.
     func reload(_ configuration: EngineConfiguration) {
-        thread.execute { [self] _ in
+        thread.execute { [self] loop in
+            let old = self.configuration.dns
             self.configuration = configuration
+            let new = configuration.dns
+            if old?.servers != new?.servers || old?.timeoutMilliseconds != new?.timeoutMilliseconds || old?.tries != new?.tries {
+                /* Other DNS servers: a resolver of their own. The old one answers the queries
+                   it has in flight (their timeouts are shorter than a minute), then closes. */
+                if let previous = resolver {
+                    let timer = LoopTimer(loop: loop)
+                    timer.schedule(after: 60_000) { timer in
+                        previous.close()
+                        timer.close()
+                    }
+                }
+                resolver = new.flatMap { try? DNSResolver(loop: loop, configuration: $0) }
+            }
             router = Router(routes: configuration.routes, resolver: resolver, mxPort: configuration.mxPort)
             scheduler.reconfigure(Self.schedulerConfiguration(configuration))
             retiredPools.removeAll { $0.isEmpty }
@@ -444,7 +458,7 @@ public final class WorkerShard: @unchecked Sendable {
     func waitForQuiet(_ completion: @escaping @Sendable () -> Void) {
         if inFlight == 0 {
             flush()
-            for pool in pools.values { pool.closeIdle() }
+            for pool in Array(pools.values) + retiredPools { pool.closeIdle() }
             completion()
             return
         }

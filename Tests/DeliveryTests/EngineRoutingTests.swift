@@ -200,6 +200,46 @@ extension EngineRoutingTests {
     }
 }
 
+extension EngineRoutingTests {
+    /// A reload with other DNS servers asks them from then on (the first server fails every
+    /// lookup for now; after the reload the retry finds the MX through the second one).
+    @Test func reloadSwitchesDNSServers() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl")
+        let failing = try DNSTestResponder()
+        failing.set("later.test", .mx, .servfail)
+        try failing.start()
+        defer { failing.stop() }
+        let working = try DNSTestResponder()
+        working.set("later.test", .mx, .answer([.mx(preference: 10, host: "mx.later.test", ttl: 60)]))
+        working.set("mx.later.test", .a, .answer([.a(IPAddress("127.0.0.1")!, ttl: 60)]))
+        try working.start()
+        defer { working.stop() }
+        let spool = try testSpool(folder.path)
+        _ = try spool.enqueue(NewMessage(sender: "a@sender.test", body: Array("Subject: x\r\n\r\nx\r\n".utf8),
+                                         recipients: [NewRecipient("someone@later.test")]))
+        var configuration = engineConfiguration(routes: [])
+        configuration.dns = DNSConfiguration(servers: [failing.server], timeoutMilliseconds: 500, tries: 1)
+        configuration.mxPort = sink.addresses[0].port
+        configuration.scheduler = SchedulerConfiguration(retry: RetryPolicy(retryInterval: 300, maxRetryInterval: 300, jitter: 0))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        var status = drain(engine)
+        #expect(status.byDomain["later.test"]?.deferred ?? 0 >= 1)
+        configuration.dns = DNSConfiguration(servers: [working.server], timeoutMilliseconds: 500, tries: 1)
+        engine.reload(configuration)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && status.byDomain["later.test"]?.delivered != 1 {
+            usleep(20_000)
+            status = engine.status()
+        }
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain["later.test"]?.delivered == 1, "\(status.byDomain)")
+        spool.close()
+    }
+}
+
 /// True when a socket can be bound to [::1] (some containers have no IPv6 loopback).
 let ipv6LoopbackAvailable: Bool = {
     let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
