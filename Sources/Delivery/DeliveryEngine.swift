@@ -23,6 +23,8 @@ public final class DeliveryEngine: Sendable {
     public let configuration: EngineConfiguration
     private let shards: [WorkerShard]
     private let log: DeliveryLog?
+    /// The delivery log (nil without `logPath`): the listeners write their `received` records to it.
+    public var deliveryLog: DeliveryLog? { log }
     /// Open connections per site, over every shard.
     public let siteConnections = SiteConnections()
     /// The status taken as the engine stopped (its loops are gone then).

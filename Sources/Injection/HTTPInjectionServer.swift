@@ -21,7 +21,7 @@
 // its message is durable; bad input gets a 4xx with a JSON error naming the
 // field, and nothing of it is stored.
 
-import Delivery
+public import Delivery
 import Dispatch
 public import EventCore
 import FlyingFox
@@ -80,9 +80,10 @@ public final class HTTPInjectionServer: Sendable {
     }
 
     /// start - listen on every address; returns once each is listening.
-    public static func start(_ configuration: HTTPInjectionConfiguration, spool: Spool) throws(InjectionError) -> HTTPInjectionServer {
+    /// start - listen; with `log`, every stored message writes a `received` record per recipient.
+    public static func start(_ configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog? = nil) throws(InjectionError) -> HTTPInjectionServer {
         if let problem = configuration.problem() { throw InjectionError(problem) }
-        let handler = InjectionHandler(configuration: configuration, spool: spool)
+        let handler = InjectionHandler(configuration: configuration, spool: spool, log: log)
         var servers: [HTTPServer] = []
         var tasks: [Task<Void, any Error>] = []
         var bound: [EventCore.SocketAddress] = []
@@ -167,11 +168,13 @@ struct NoDelayPool: AsyncSocketPool {
 struct InjectionHandler: HTTPHandler {
     let configuration: HTTPInjectionConfiguration
     let spool: Spool
+    let log: DeliveryLog?
     private let tokens: [[UInt8]]
 
-    init(configuration: HTTPInjectionConfiguration, spool: Spool) {
+    init(configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog?) {
         self.configuration = configuration
         self.spool = spool
+        self.log = log
         tokens = configuration.tokens.map { Array($0.utf8) }
     }
 
@@ -229,6 +232,15 @@ struct InjectionHandler: HTTPHandler {
         }
         switch result {
         case .success(let id):
+            if let log {
+                let now = nowMilliseconds()
+                let message = parsed.message
+                let text = "\(message.body.count) octets from \(message.sender.isEmpty ? "<>" : message.sender) over HTTP"
+                log.append(contentsOf: message.recipients.map {
+                    DeliveryLogRecord(time: now, event: .received, messageID: id.description, recipient: $0.address,
+                                      campaign: message.metadata.campaign, text: text)
+                })
+            }
             return json(.ok, ["success_count": count, "fail_count": 0, "failed_recipients": [String](),
                               "errors": [String](), "id": id.description])
         case .failure(let error):

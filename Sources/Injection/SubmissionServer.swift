@@ -11,6 +11,7 @@
 // the messages being stored to be answered, then stops the threads: a
 // client whose message was durable gets its 250 whenever it can.
 
+public import Delivery
 public import EventCore
 import SMTP
 import SMTPStreams
@@ -41,7 +42,8 @@ public final class SubmissionServer: Sendable {
     }
 
     /// start - check the configuration, make the TLS context, start the threads and listen.
-    public static func start(_ configuration: SubmissionConfiguration, spool: Spool) throws(InjectionError) -> SubmissionServer {
+    /// start - listen; with `log`, every stored message writes a `received` record per recipient.
+    public static func start(_ configuration: SubmissionConfiguration, spool: Spool, log: DeliveryLog? = nil) throws(InjectionError) -> SubmissionServer {
         if let problem = configuration.problem() { throw InjectionError(problem) }
         SystemLimits.raiseOpenFileLimit()
         var tls: TLSContext?
@@ -52,7 +54,7 @@ public final class SubmissionServer: Sendable {
                 throw InjectionError("cannot load the listener's certificate \(certificate) and key \(key): \(error)")
             }
         }
-        let shared = SubmissionShared(configuration: configuration, tls: tls, spool: spool)
+        let shared = SubmissionShared(configuration: configuration, tls: tls, spool: spool, log: log)
         var threads: [LoopThread] = []
         var workers: [SubmissionWorkerBox] = []
         var addresses = configuration.listen

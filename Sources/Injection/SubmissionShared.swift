@@ -5,6 +5,7 @@
 // need one value across threads (open connections, per-client counts,
 // messages being stored, statistics).
 
+import Delivery
 import Dispatch
 import EventCore
 import SMTP
@@ -20,6 +21,8 @@ import Synchronization
 final class SubmissionShared: Sendable {
     let configuration: SubmissionConfiguration
     let spool: Spool
+    /// The delivery log, for a `received` record per recipient of each stored message.
+    let log: DeliveryLog?
     let crypto = OpenSSLCrypto()
     let tls: TLSContext?
     /// Connection settings by client kind: [trusted][loopback].
@@ -30,9 +33,10 @@ final class SubmissionShared: Sendable {
     private let perClient = Mutex<[IPAddress: Int]>([:])
     private let counters = Mutex(SubmissionStatistics())
 
-    init(configuration: SubmissionConfiguration, tls: TLSContext?, spool: Spool) {
+    init(configuration: SubmissionConfiguration, tls: TLSContext?, spool: Spool, log: DeliveryLog? = nil) {
         self.configuration = configuration
         self.spool = spool
+        self.log = log
         self.tls = tls
         var table: [[ServerConnectionConfiguration]] = []
         for trusted in [false, true] {

@@ -125,6 +125,7 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
     let clientText: String                      /* the address as the Received field writes it */
     weak var connection: ServerConnection?
     private var recipients = 0                  /* of the message being stored */
+    private var logged: (addresses: [String], campaign: String, text: String)?   /* its `received` records */
     private var closing = false                 /* answered 421: close after this read's replies */
 
     init(worker: SubmissionWorker, number: UInt64, client: IPAddress?) {
@@ -166,6 +167,11 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
             return
         }
         recipients = prepared.recipients.count
+        if shared.log != nil {
+            let from = prepared.sender.isEmpty ? "<>" : prepared.sender
+            logged = (prepared.recipients.map(\.address), prepared.metadata.campaign,
+                      "\(prepared.body.count) octets from \(from) over SMTP from [\(clientText)]")
+        }
         worker.store(prepared, id: id, for: self)
     }
 
@@ -180,6 +186,13 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
         switch result {
         case .success(let id):
             shared.count { $0.messagesAccepted += 1; $0.recipientsAccepted += recipients }
+            if let log = shared.log, let logged {
+                let now = nowMilliseconds()
+                log.append(contentsOf: logged.addresses.map {
+                    DeliveryLogRecord(time: now, event: .received, messageID: id.description, recipient: $0,
+                                      campaign: logged.campaign, text: logged.text)
+                })
+            }
             reply = Reply(code: 250, enhanced: EnhancedStatus(2, 0, 0), text: "2.0.0 Ok: queued as \(id)")
         case .failure(let error):
             shared.count { $0.messagesRefused += 1 }

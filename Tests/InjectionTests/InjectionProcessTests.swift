@@ -53,7 +53,7 @@ struct InjectionProcessTests {
     @Test func httpAPIThroughCurlAcceptsGoodRequestsAndRefusesBadOnesWithoutStoringThem() throws {
         let folder = TemporaryFolder("http")
         defer { folder.remove() }
-        let serve = try ServeProcess(folder: folder, extra: ["--hold"])
+        let serve = try ServeProcess(folder: folder, extra: ["--hold", "--log", folder.file("delivery.log")])
         defer { serve.process.terminate() }
         let url = "http://127.0.0.1:\(serve.httpPort)"
         let auth = ["-H", "Authorization: Bearer \(token)"]
@@ -87,7 +87,13 @@ struct InjectionProcessTests {
             #expect(body.contains(text), "\(arguments.suffix(2)) -> \(body)")
         }
         serve.process.terminate()
+        _ = serve.process.wait(seconds: 10)
         #expect(try pendingCount(folder) == 4, "only the two good requests were stored")
+        /* A `received` record per stored recipient, and none for the refused requests. */
+        let log = (try? String(contentsOfFile: folder.file("delivery.log"), encoding: .utf8)) ?? ""
+        let received = log.split(separator: "\n").filter { $0.contains("\"event\":\"received\"") }
+        #expect(received.count == 4, "\(log)")
+        #expect(received.allSatisfy { $0.contains("over HTTP") })
     }
 
     /// A 250 or a 200, then SIGKILL at once: the restarted engine delivers both messages.
@@ -147,7 +153,7 @@ struct InjectionProcessTests {
         configuration.domainRules = [SinkDomainRule(domain: "bounce.test", action: .refuse(code: 550, rate: 1))]
         let sink = try SinkServer.start(configuration)
         defer { sink.stop() }
-        let serve = try ServeProcess(folder: folder, extra: ["--route", "*=127.0.0.1:\(sink.addresses[0].port)"])
+        let serve = try ServeProcess(folder: folder, extra: ["--route", "*=127.0.0.1:\(sink.addresses[0].port)", "--log", folder.file("delivery.log")])
         defer { serve.process.terminate() }
         let replies = try runPeer("dsn", port: serve.smtpPort)["replies"] as? [Int]
         #expect(replies == [250, 250, 250, 250, 250])
@@ -178,6 +184,13 @@ struct InjectionProcessTests {
         #expect(report.contains("Original-Recipient: rfc822; first@alias.test"))
         #expect(report.contains("Original-Envelope-Id: env+1"))
         #expect(!report.contains("never@bounce.test"), "NOTIFY=NEVER gets no notice")
+
+        /* The delivery log: the submitted message received for its three recipients over SMTP. */
+        serve.process.terminate()
+        _ = serve.process.wait(seconds: 10)
+        let log = (try? String(contentsOfFile: folder.file("delivery.log"), encoding: .utf8)) ?? ""
+        let received = log.split(separator: "\n").filter { $0.contains("\"event\":\"received\"") && $0.contains("over SMTP") }
+        #expect(received.count == 3, "\(log)")
     }
 
     /// 10,000 connections that say nothing: each is greeted, a new client is still served, and

@@ -83,16 +83,22 @@ public enum ServeRunner {
             writeStandardError("carrier serve: shard \(report.shard): truncated \(report.truncatedBytes) octets, quarantined \(report.quarantined), affected messages \(report.affectedMessages.map(\.description))\n")
         }
         let engine = options.hold ? nil : try DeliveryEngine(spool: spool, configuration: options.settings.engine)
+        /* The listeners write `received` records to the engine's log (held: to a log of their own). */
+        var log = engine?.deliveryLog
+        if engine == nil, let path = options.settings.engine.logPath {
+            do { log = try DeliveryLog(path: path, maxBytes: options.settings.engine.logMaxBytes) } catch { throw EngineError("delivery log: \(error)") }
+        }
+        defer { if engine == nil { log?.close() } }
         /* Injectors start once the engine is subscribed, so what they accept is picked up at once. */
         var smtp: SubmissionServer?
         var http: HTTPInjectionServer?
         do {
             if let listener = options.settings.submission {
-                smtp = try SubmissionServer.start(listener, spool: spool)
+                smtp = try SubmissionServer.start(listener, spool: spool, log: log)
                 writeStandardError("carrier serve: SMTP listener on \(smtp!.addresses.map(\.description).joined(separator: ", "))\n")
             }
             if let listener = options.settings.http {
-                http = try HTTPInjectionServer.start(listener, spool: spool)
+                http = try HTTPInjectionServer.start(listener, spool: spool, log: log)
                 writeStandardError("carrier serve: HTTP API on \(http!.addresses.map(\.description).joined(separator: ", "))\n")
             }
         } catch {
