@@ -87,6 +87,7 @@ public enum MessageHints {
 
     /// encode - hint lines for a literal message with these DSN requests.
     public static func encode(literal isLiteral: Bool, dsn: DSNRequests) -> [UInt8] {
+        if dsn.isEmpty { return isLiteral ? literal : [] }     /* nearly every message */
         var lines: [String] = isLiteral ? ["literal"] : []
         if let ret = dsn.ret { lines.append("dsn-ret=\(ret == "HDRS" ? "HDRS" : "FULL")") }
         if let envelopeID = dsn.envelopeID { lines.append("dsn-envid=" + XText.encode(envelopeID)) }

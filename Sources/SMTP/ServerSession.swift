@@ -24,7 +24,7 @@ public struct ServerSession {
         case data                       /* reading DATA through the DataReader */
         case chunk(remaining: Int, last: Bool)  /* reading BDAT octets */
         case awaitingDecision           /* a message is with the driver */
-        case verifying(username: String)  /* a PLAIN/LOGIN password is with the driver */
+        case verifying                  /* a PLAIN/LOGIN password is with the driver (for `verifyingUser`) */
         case upgrading                  /* 220 to STARTTLS sent; the driver is doing TLS */
         case closed
     }
@@ -57,6 +57,9 @@ public struct ServerSession {
     var out = ByteBuffer()                          /* replies batched for one write */
     var newlyAuthenticated: String?                 /* reported with the next flush */
     var passwordToCheck: (username: String, password: String)?  /* asked with the next flush */
+    var verifyingUser: String?                      /* whose password the driver checks (kept out of Mode: a
+                                                       payload that needs reference counting would make
+                                                       every switch over the mode retain and release) */
     var closeRequested = false                      /* .close already emitted */
 
     /// A session; `credentials` serve AUTH when mechanisms are configured.
@@ -176,7 +179,8 @@ public struct ServerSession {
     /// passwordChecked - the driver checked the password a `verifyPassword` action asked
     /// about: 235 and authenticated, or 535.
     public mutating func passwordChecked(_ valid: Bool, into actions: inout [ServerAction]) {
-        guard case .verifying(let username) = mode else { return }
+        guard case .verifying = mode, let username = verifyingUser else { return }
+        verifyingUser = nil
         mode = .command
         authStep(valid ? .success(username: username) : .failure(SASLReplies.badCredentials))
         flush(into: &actions)
@@ -435,7 +439,8 @@ public struct ServerSession {
             refuse(refusal)
         case .verify(let username, let password):
             exchange = nil
-            mode = .verifying(username: username)
+            mode = .verifying
+            verifyingUser = username
             passwordToCheck = (username, password)
         }
     }
