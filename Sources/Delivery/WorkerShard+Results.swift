@@ -193,7 +193,18 @@ extension WorkerShard {
                 spool.enqueue(NewMessage(sender: "", body: body, metadata: MessageMetadata(priority: .transactional),
                                          recipients: [NewRecipient(message.sender)])) { result in
                     if case .failure(let error) = result {
-                        writeStandardError("carrier: queueing the bounce notice for \(id) failed: \(error)\n")
+                        /* The outcomes stay unrecorded, so the notice is still owed: tried again
+                           in a minute (and, should the process end first, after the restart
+                           delivers or bounces the recipients again). */
+                        writeStandardError("carrier: queueing the bounce notice for \(id) failed: \(error); trying again in \(WorkerShard.noticeRetryMilliseconds / 1000) s\n")
+                        thread.execute { [self] loop in
+                            guard !stopping else { return }
+                            LoopTimer(loop: loop).schedule(after: WorkerShard.noticeRetryMilliseconds) { [self] timer in
+                                timer.close()
+                                sendNotice(id, items)
+                            }
+                        }
+                        return
                     }
                     thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
                 }
@@ -202,6 +213,9 @@ extension WorkerShard {
             thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
         }
     }
+
+    /// How long a bounce notice that could not be queued waits before the next try.
+    static let noticeRetryMilliseconds: UInt64 = 60_000
 
     /// record - outcomes for the spool, written together once this loop turn is over (one
     /// append, one wake-up of the spool's writer, for every transaction the turn finished).

@@ -45,6 +45,7 @@ public struct SubmissionConfiguration: Sendable {
         if (tlsCertificate == nil) != (tlsKey == nil) { return "tls_certificate and tls_key go together" }
         if maximumConnections < 1 || maximumConnectionsPerClient < 1 { return "connection limits must be positive" }
         if maximumMessageSize < 1 { return "max_message_size must be positive" }
+        if maximumMessageSize > Spool.maximumMessageSize { return "max_message_size must be at most \(Spool.maximumMessageSize) octets (what the spool stores)" }
         if maximumRecipients < 1 { return "max_recipients must be positive" }
         return nil
     }

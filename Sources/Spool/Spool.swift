@@ -100,6 +100,10 @@ public final class Spool: Sendable {
             completion(.failure(SpoolError(.invalid("a message needs at least one recipient"))))
             return
         }
+        if let refusal = Spool.sizeRefusal(message.body.count + message.sender.utf8.count + message.metadata.hints.count) {
+            completion(.failure(refusal))
+            return
+        }
         let created = nowMilliseconds()
         var parts: [Int: [DecodedRecipient]] = [:]
         for (index, recipient) in message.recipients.enumerated() {
@@ -115,6 +119,16 @@ public final class Spool: Sendable {
             }
             shards[shard].append(out.bytes, durability: configuration.durability) { tracker.done(shard: shard, $0) }
         }
+    }
+
+    /// The largest message the spool stores: a record's body may not pass 1 GiB (recovery
+    /// takes a frame claiming more for damage), less room for the envelope and metadata.
+    public static let maximumMessageSize = maximumRecordBody - (64 << 10)
+
+    /// sizeRefusal - the error for a message of `octets` (body, sender, hints) too large to store.
+    static func sizeRefusal(_ octets: Int) -> SpoolError? {
+        octets <= maximumMessageSize ? nil
+            : SpoolError(.invalid("a message of \(octets) octets is larger than the spool stores (\(maximumMessageSize))"))
     }
 
     /// enqueue - store a message and wait until it is durable (not on an event loop).
@@ -212,6 +226,7 @@ public final class CampaignWriter {
     /// add - one recipient; throws the first failure of an earlier chunk.
     public func add(_ recipient: NewRecipient) throws(SpoolError) {
         if let failure = outstanding.withLock({ outstanding.failure }) { throw failure }
+        if let refusal = Spool.sizeRefusal(body.count + sender.utf8.count + metadata.hints.count) { throw refusal }
         let shard = shardIndex(address: recipient.address, shards: spool.shards.count)
         if counts[shard] == 0 {
             buffers[shard] = RecordWriter(capacity: 64 * chunk + (started[shard] ? 0 : body.count + 256))

@@ -53,6 +53,7 @@ struct CampaignCommand: ParsableCommand {
         } catch {
             throw ValidationError("cannot open the spool: \(error)")
         }
+        reportRecovery(opened, command: "carrier campaign")
         defer { opened.close() }
         /* The log is opened before anything is stored: failing on it afterwards would end
            the run in an error with the campaign queued all the same. */

@@ -49,26 +49,32 @@ struct SendCommand: ParsableCommand {
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { break }
             body.append(contentsOf: chunk[0..<n])
+            guard body.count <= Spool.maximumMessageSize else {
+                throw ValidationError("the message on standard input is larger than the spool stores (\(Spool.maximumMessageSize) octets)")
+            }
         }
         guard !body.isEmpty else { throw ValidationError("no message on standard input") }
+        /* The log is opened first: failing after the message is queued would make a script
+           that retries on failure queue it twice. */
+        let file: DeliveryLog?
+        do { file = try log.map { path throws(DeliveryLogError) in try DeliveryLog(path: path) } } catch { throw ValidationError("--log: \(error)") }
+        defer { file?.close() }
         let opened: Spool
         do { opened = try Spool(SpoolConfiguration(directory: spool)) } catch { throw ValidationError("cannot open the spool: \(error)") }
         defer { opened.close() }
+        reportRecovery(opened, command: "carrier send")
+        let id: MessageID
         do {
-            let id = try opened.enqueue(NewMessage(sender: from, body: body,
-                                                   metadata: MessageMetadata(campaign: campaign, priority: bulk ? .bulk : .transactional, hints: MessageHints.literal),
-                                                   recipients: recipients.map { NewRecipient($0) }))
-            print("queued as \(id)")
-            if let log {
-                let file = try DeliveryLog(path: log)
-                for recipient in recipients {
-                    file.append(DeliveryLogRecord(time: nowMilliseconds(), event: .received, messageID: id.description,
-                                                  recipient: recipient, campaign: campaign, text: "\(body.count) octets from \(from.isEmpty ? "<>" : from)"))
-                }
-                file.close()
-            }
+            id = try opened.enqueue(NewMessage(sender: from, body: body,
+                                               metadata: MessageMetadata(campaign: campaign, priority: bulk ? .bulk : .transactional, hints: MessageHints.literal),
+                                               recipients: recipients.map { NewRecipient($0) }))
         } catch {
             throw ValidationError("enqueue failed: \(error)")
+        }
+        print("queued as \(id)")
+        for recipient in recipients {
+            file?.append(DeliveryLogRecord(time: nowMilliseconds(), event: .received, messageID: id.description,
+                                           recipient: recipient, campaign: campaign, text: "\(body.count) octets from \(from.isEmpty ? "<>" : from)"))
         }
     }
 }

@@ -67,6 +67,8 @@ struct CarrierFileTests {
         ("[[route]]\ndomain = \"a.test\"\nhosts = [\"h:25\"]\ntls = \"maybe\"", "carrier.toml:4: tls must be one of none, opportunistic, required, implicit"),
         ("[[route]]\ndomain = \"a.test\"\nhosts = [\"h:25\"]\nusername = \"u\"", "carrier.toml:4: route a.test: username and password (or password_file) go together"),
         ("[log]\nmax_size = \"12 parsecs\"", "carrier.toml:2: expected a size such as \"512KiB\", \"64MiB\" or \"1GiB\", not \"12 parsecs\""),
+        ("[smtp_listener]\nlisten = [\"127.0.0.1:2525\"]\nmax_message_size = \"2GiB\"",
+         "carrier.toml: [smtp_listener]: max_message_size must be at most 1073676288 octets (what the spool stores)"),
         ("[[route]]\ndomain = \"a.test\"\nhosts = [\"h:25\"]\nclient_certificate = \"/nonexistent/c.pem\"\nclient_key = \"/nonexistent/k.pem\"",
          "carrier.toml:4: route a.test: client_certificate /nonexistent/c.pem / client_key /nonexistent/k.pem: "),
     ])

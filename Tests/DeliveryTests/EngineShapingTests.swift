@@ -115,7 +115,7 @@ struct EngineShapingTests {
     /// that took both connections first must give one back while the other waits, even with
     /// transactions of its own queued behind its connections: from the moment both shards
     /// have delivered (one may start a little later on a busy machine), each shard's domain
-    /// has at least 30 of the next 100 messages the sink receives.
+    /// has at least 20 of the next 100 messages the sink receives (starved, it would have none).
     @Test func bothShardsGetTheirShareOfASite() throws {
         let folder = TemporaryFolder()
         defer { folder.remove() }
@@ -137,7 +137,7 @@ struct EngineShapingTests {
         let window = arrivals[start...].prefix(100)
         let firstCount = window.filter { $0.hasSuffix("@" + first) }.count
         let secondCount = window.filter { $0.hasSuffix("@" + second) }.count
-        #expect(firstCount >= 30 && secondCount >= 30,
+        #expect(firstCount >= 20 && secondCount >= 20,
                 "from arrival \(start) on, the next 100: \(firstCount) for shard 0, \(secondCount) for shard 1")
         spool.close()
     }

@@ -221,3 +221,17 @@ struct SpoolLayoutTests {
         #expect(id.description == "0123456789abfedcba9876543210")
     }
 }
+
+@Suite("Spool limits")
+struct SpoolLimitTests {
+    /// A message whose record could not be read back (recovery takes a frame over 1 GiB for
+    /// damage) is refused with a typed error before anything is written.
+    @Test func aMessageTooLargeToReadBackIsRefused() {
+        #expect(Spool.sizeRefusal(Spool.maximumMessageSize) == nil)
+        let refusal = Spool.sizeRefusal(Spool.maximumMessageSize + 1)
+        guard case .invalid(let why)? = refusal?.reason else { Issue.record("no refusal"); return }
+        #expect(why.contains("larger than the spool stores"))
+        #expect(Spool.maximumMessageSize + (64 << 10) == maximumRecordBody)
+    }
+}
+

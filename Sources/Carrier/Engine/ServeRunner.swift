@@ -78,10 +78,7 @@ public enum ServeRunner {
         let spool: Spool
         do { spool = try Spool(options.settings.spool) } catch { throw EngineError("cannot open the spool: \(error)") }
         defer { spool.close() }
-        let reports = spool.recoveryReports
-        for report in reports where !report.quarantined.isEmpty || report.truncatedBytes > 0 {
-            writeStandardError("carrier serve: shard \(report.shard): truncated \(report.truncatedBytes) octets, quarantined \(report.quarantined), affected messages \(report.affectedMessages.map(\.description))\n")
-        }
+        reportRecovery(spool, command: "carrier serve")
         let engine = options.hold ? nil : try DeliveryEngine(spool: spool, configuration: options.settings.engine)
         /* The listeners write `received` records to the engine's log (held: to a log of their own). */
         var log = engine?.deliveryLog
@@ -144,7 +141,7 @@ public enum ServeRunner {
         http?.stop()
         engine?.stop()
         status = engine?.status() ?? status
-        return ServeSummary(status: status, seconds: monotonicSeconds() - started, drained: drained, recovery: reports)
+        return ServeSummary(status: status, seconds: monotonicSeconds() - started, drained: drained, recovery: spool.recoveryReports)
     }
 
     /// reload - read the configuration file again and apply its routes and shaping.
@@ -210,4 +207,15 @@ func pad(_ value: Int, _ width: Int) -> String { pad(String(value), width, right
 func pad(_ text: String, _ width: Int, right: Bool = false) -> String {
     let fill = String(repeating: " ", count: max(0, width - text.count))
     return right ? fill + text : text + fill
+}
+
+/// reportRecovery - what opening `spool` found damaged: torn tails cut, segments
+/// quarantined, messages whose pending recipients were lost. Every command that opens the
+/// spool for writing says it, because the next one to open it finds it clean.
+public func reportRecovery(_ spool: Spool, command: String) {
+    for report in spool.recoveryReports
+    where !report.quarantined.isEmpty || report.truncatedBytes > 0 || !report.affectedMessages.isEmpty {
+        writeStandardError("\(command): shard \(report.shard): truncated \(report.truncatedBytes) octets, quarantined \(report.quarantined), "
+                           + "affected messages \(report.affectedMessages.map(\.description))\n")
+    }
 }
