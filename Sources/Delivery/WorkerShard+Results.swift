@@ -43,7 +43,14 @@ extension WorkerShard {
 
     /// completed - the transaction ran: one result per recipient sent.
     func completed(_ attempt: Attempt, _ result: TransactionResult, hop: ResolvedHop) {
-        scheduler.connectionSucceeded(site: attempt.delivery.site)
+        /* A 421 (the server closing: busy, throttling, or the connection lost or timed out
+           mid-transaction) counts toward pausing the site like a failed connection; any
+           other answer shows the site works. */
+        if result.recipients.contains(where: { $0.reply.code == 421 }) {
+            scheduler.connectionFailed(site: attempt.delivery.site, now: nowMilliseconds())
+        } else {
+            scheduler.connectionSucceeded(site: attempt.delivery.site)
+        }
         if !deadHops.isEmpty { deadHops[hop.address] = nil }
         var results = attempt.presetResults
         for item in result.recipients {

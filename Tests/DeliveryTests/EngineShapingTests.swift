@@ -111,6 +111,31 @@ struct EngineShapingTests {
         spool.close()
     }
 
+    /// A site answering 421 to every transaction pauses after five in a row (README: "after 5
+    /// connection failures or 421s in a row a site pauses"), instead of being asked again at
+    /// every retry: over 3 s of 100 ms retries the receiver refuses a handful, not hundreds.
+    @Test func a421AfterTheGreetingPausesTheSite() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { configuration in
+            configuration.domainRules = [SinkDomainRule(domain: "throttling.test", action: .refuse(code: 421, rate: 1))]
+        }
+        let spool = try testSpool(folder.path, shards: 1)
+        let writer = spool.campaign(sender: "news@sender.test", body: Array("Subject: {{n}}\r\n\r\nHi\r\n".utf8),
+                                    metadata: MessageMetadata(campaign: "c", priority: .bulk))
+        for n in 0..<20 { try writer.add(NewRecipient("u\(n)@throttling.test", variables: [("n", String(n))])) }
+        _ = try writer.finish()
+        var configuration = engineConfiguration(routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])])
+        configuration.scheduler = SchedulerConfiguration(retry: RetryPolicy(retryInterval: 100, maxRetryInterval: 100, jitter: 0))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        usleep(3_000_000)
+        engine.stop()
+        sink.stop()
+        let refused = sink.statistics.recipientsRefused
+        #expect(refused >= 5 && refused <= 15, "the receiver refused \(refused) recipients")
+        spool.close()
+    }
+
     /// Two shards need one site limited to two connections: both get their share. A shard
     /// that took both connections first must give one back while the other waits, even with
     /// transactions of its own queued behind its connections: from the moment both shards
