@@ -729,6 +729,11 @@ public struct Scheduler {
                 allTemporary = false
             case .permanentFailure(let reply):
                 allTemporary = false
+                /* Rules of code_class "5" (or "") act on permanent failures too: a 5xx saying
+                   the sender is blocked can suspend a site. The recipient bounces either way. */
+                if let rule = rule(for: reply), rule.action != .bounce {
+                    apply(rule, delivery: delivery, campaign: recipient.campaign, now: now)
+                }
                 dispose(recipient, .bounced(reply: reply), domain: delivery.domain)
             case .temporaryFailure(let reply):
                 if let rule = rule(for: reply) {

@@ -129,6 +129,8 @@ struct ShapingFileTests {
         ("[[rule]]\nname = \"r\"\naction = \"bounce\"", 2, "rule r: needs contains or pattern"),
         ("[rule.foo]\nname = \"r\"", 2, "unknown table [rule.foo]"),
         ("[retry]\nmax_age = \"99999999999999999d\"", 2, "duration \"99999999999999999d\" is too long"),
+        ("[domain.\"a.test\"]\nmax_connections = 3", 2,
+         "max_connections is a limit of the site the domain's MX hosts make: set it under [site.\"...\"] or [mx_suffix.\"...\"]; a domain takes message_rate, message_burst and max_recipients_per_transaction"),
     ])
     func refused(text: String, line: Int, message: String) {
         #expect(throws: ConfigurationError(file: "shaping.toml", line: line, message)) { _ = try ShapingFile.parse(text) }

@@ -32,6 +32,21 @@ struct ResponseRuleTests {
         #expect(resumed.sorted() == [1, 2])
     }
 
+    @Test("A code_class \"5\" rule acts on a permanent failure: the recipient bounces and the site is suspended")
+    func permanentFailureRuleSuspends() throws {
+        let blocked = ResponseRule(name: "blocked", contains: ["blocked"], codeClass: "5", scope: .site, action: .suspend(duration: 60_000))
+        var scheduler = TestScheduler(configuration(rules: [blocked]))
+        let site = scheduler.site("mx")
+        let domain = scheduler.domain("one.test", site: site)
+        scheduler.submit(recipient(1), domain: domain, now: 0)
+        scheduler.submit(recipient(2), domain: domain, now: 0)
+        let first = try scheduler.required(now: 0)
+        scheduler.completeAll(first, .permanentFailure(reply: "550 5.7.1 Sender blocked by policy"), now: 0)
+        #expect(scheduler.takeDisposed().map { $0.0.id } == first.recipients.map(\.id))
+        #expect(scheduler.next(now: 1) == nil, "the site is suspended")
+        #expect(scheduler.drain(now: 60_000).flatMap { $0.recipients.map(\.id) }.count == 2 - first.recipients.count)
+    }
+
     @Test("Microsoft's 4.7.650 halves the site's rate for one hour, then the rate is whole again")
     func microsoftHalvesRate() throws {
         let limits = Limits(maxRecipientsPerTransaction: 1, messageRate: Rate(10, per: 1))

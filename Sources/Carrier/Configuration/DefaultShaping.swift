@@ -8,7 +8,8 @@ public let defaultShapingFile = #"""
 # value it sets replaces the one here, and its [[rule]]s are tried before these.
 #
 # Limits apply per site (the set of MX hosts a domain resolves to, or a configured
-# route) unless set under [domain."..."], where they apply to that domain alone.
+# route). A [domain."..."] table may set message_rate, message_burst and
+# max_recipients_per_transaction for that domain alone; connections belong to the site.
 # Lookup order, field by field: domain, site, longest MX suffix, defaults.
 
 [defaults]

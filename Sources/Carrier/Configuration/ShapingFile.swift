@@ -30,6 +30,14 @@ public enum ShapingFile {
             case "site" where entry.table.count == 2:
                 try set(&shaping.sites[entry.table[1], default: Limits()], entry, error)
             case "domain" where entry.table.count == 2:
+                /* A domain has its own rate and batch size; connections belong to its site (the
+                   MX hosts it shares with other domains), so their limits are set there. */
+                guard ["message_rate", "message_burst", "max_recipients_per_transaction"].contains(entry.key) else {
+                    if ["max_connections", "initial_connections", "max_messages_per_connection", "connection_rate", "connection_burst"].contains(entry.key) {
+                        throw error("\(entry.key) is a limit of the site the domain's MX hosts make: set it under [site.\"...\"] or [mx_suffix.\"...\"]; a domain takes message_rate, message_burst and max_recipients_per_transaction")
+                    }
+                    throw error("unknown limit \(entry.key)")
+                }
                 try set(&shaping.domains[entry.table[1].lowercased(), default: Limits()], entry, error)
             case "retry" where entry.table.count == 1:
                 switch entry.key {
