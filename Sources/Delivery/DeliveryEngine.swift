@@ -96,6 +96,27 @@ public final class DeliveryEngine: Sendable {
         for shard in shards { shard.reload(configuration) }
     }
 
+    /// administer - an operator's action on every shard (a domain, site or campaign may have
+    /// recipients in any of them); `completion` runs once, on some shard's thread, with the
+    /// recipients a bounce took in all, or the first error.
+    public func administer(_ action: AdminAction, _ completion: @escaping @Sendable (Result<Int, SpoolError>) -> Void) {
+        let tally = Mutex<(left: Int, count: Int, error: SpoolError?)>((shards.count, 0, nil))
+        for shard in shards {
+            shard.administer(action) { result in
+                let done = tally.withLock { tally -> (Result<Int, SpoolError>)? in
+                    switch result {
+                    case .success(let count): tally.count += count
+                    case .failure(let error): tally.error = tally.error ?? error
+                    }
+                    tally.left -= 1
+                    guard tally.left == 0 else { return nil }
+                    return tally.error.map { .failure($0) } ?? .success(tally.count)
+                }
+                if let done { completion(done) }
+            }
+        }
+    }
+
     /// isDrained - nothing is ready, in flight or being routed: what is left waits for a
     /// later time (deferred) or an operator (suspended).
     public static func isDrained(_ status: ShardStatus) -> Bool {

@@ -101,6 +101,8 @@ public final class WorkerShard: @unchecked Sendable {
             if let dns = configuration.dns { resolver = try? DNSResolver(loop: loop, configuration: dns) }
             router = Router(routes: configuration.routes, resolver: resolver, mxPort: configuration.mxPort)
             tlsContext = try? TLSContext.client(Self.tlsConfiguration(verify: false))
+            /* Operators' suspensions first, so nothing they hold goes out. */
+            restoreSuspensions()
             /* Weak: the spool keeps the handler, and the shard keeps the spool. */
             let pending = spoolShard.subscribe { [weak self] fresh in
                 guard let self else { return }

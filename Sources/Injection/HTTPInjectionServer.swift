@@ -79,11 +79,13 @@ public final class HTTPInjectionServer: Sendable {
         self.tasks = tasks
     }
 
-    /// start - listen on every address; returns once each is listening.
-    /// start - listen; with `log`, every stored message writes a `received` record per recipient.
-    public static func start(_ configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog? = nil) throws(InjectionError) -> HTTPInjectionServer {
+    /// start - listen on every address; returns once each is listening. With `log`, every
+    /// stored message writes a `received` record per recipient; with `engine`,
+    /// `POST /api/admin/v1` acts on it.
+    public static func start(_ configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog? = nil,
+                             engine: DeliveryEngine? = nil) throws(InjectionError) -> HTTPInjectionServer {
         if let problem = configuration.problem() { throw InjectionError(problem) }
-        let handler = InjectionHandler(configuration: configuration, spool: spool, log: log)
+        let handler = InjectionHandler(configuration: configuration, spool: spool, log: log, engine: engine)
         var servers: [HTTPServer] = []
         var tasks: [Task<Void, any Error>] = []
         var bound: [EventCore.SocketAddress] = []
@@ -169,12 +171,15 @@ struct InjectionHandler: HTTPHandler {
     let configuration: HTTPInjectionConfiguration
     let spool: Spool
     let log: DeliveryLog?
+    /// The engine operators act on (nil with `--hold`).
+    let engine: DeliveryEngine?
     private let tokens: [[UInt8]]
 
-    init(configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog?) {
+    init(configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog?, engine: DeliveryEngine?) {
         self.configuration = configuration
         self.spool = spool
         self.log = log
+        self.engine = engine
         tokens = configuration.tokens.map { Array($0.utf8) }
     }
 
@@ -184,38 +189,83 @@ struct InjectionHandler: HTTPHandler {
             return json(.ok, ["status": "ok", "shards": spool.shards.count])
         case (.POST, "/api/inject/v1"):
             return await inject(request)
-        case (_, "/api/inject/v1"), (_, "/api/health"):
+        case (.POST, "/api/admin/v1"):
+            return await administer(request)
+        case (_, "/api/inject/v1"), (_, "/api/health"), (_, "/api/admin/v1"):
             return json(.methodNotAllowed, ["error": "method \(request.method.rawValue) not allowed here"])
         default:
             return json(.notFound, ["error": "no such endpoint: \(request.path)"])
         }
     }
 
-    /// inject - check the token and the body, store the message, answer once it is durable.
-    private func inject(_ request: HTTPRequest) async -> HTTPResponse {
-        let started = seconds()
+    /// readBody - the whole request body (even one to be refused: a bad token, bad JSON, so
+    /// the connection stays in step), or the response that ends the request: too large
+    /// (left unread), too slow, unreadable.
+    private func readBody(_ request: HTTPRequest, started: Double) async -> Result<Data, RefusedRequest> {
         let length = request.headers[HTTPHeader("Content-Length")].flatMap(Int.init) ?? 0
-        if length > configuration.maximumRequestSize { return tooLarge() }
+        if length > configuration.maximumRequestSize { return .failure(RefusedRequest(response: tooLarge())) }
         var body = Data()
         body.reserveCapacity(length)
         do {
-            /* Read the whole body even to refuse it (a bad token, bad JSON), so the connection
-               stays in step; only a body over the limit is left unread. */
             for try await chunk in request.bodySequence {
-                if body.count + chunk.count > configuration.maximumRequestSize { return tooLarge() }
+                if body.count + chunk.count > configuration.maximumRequestSize { return .failure(RefusedRequest(response: tooLarge())) }
                 body.append(chunk)
                 if seconds() - started > configuration.requestTimeoutSeconds {
-                    return closing(json(.requestTimeout, ["error": "the request body took longer than \(Int(configuration.requestTimeoutSeconds)) s"]))
+                    return .failure(RefusedRequest(response: closing(json(.requestTimeout, ["error": "the request body took longer than \(Int(configuration.requestTimeoutSeconds)) s"]))))
                 }
             }
         } catch {
-            return closing(json(.badRequest, ["error": "cannot read the request body: \(error)"]))
+            return .failure(RefusedRequest(response: closing(json(.badRequest, ["error": "cannot read the request body: \(error)"]))))
         }
-        guard authorised(request.headers[HTTPHeader("Authorization")]) else {
-            var response = json(.unauthorized, ["error": "a valid bearer token is required (Authorization: Bearer TOKEN)"])
-            response.headers[HTTPHeader("WWW-Authenticate")] = "Bearer realm=\"carrier\""
-            return response
+        return .success(body)
+    }
+
+    /// administer - an operator's action on the running engine:
+    /// `{"action": "suspend"|"resume"|"bounce", "domain"|"site"|"campaign": NAME,
+    ///   "duration": SECONDS or "30m" (suspend; none: until resumed), "reason": TEXT (bounce)}`.
+    private func administer(_ request: HTTPRequest) async -> HTTPResponse {
+        let body: Data
+        switch await readBody(request, started: seconds()) {
+        case .success(let data): body = data
+        case .failure(let refused): return refused.response
         }
+        guard authorised(request.headers[HTTPHeader("Authorization")]) else { return unauthorised() }
+        guard let engine else {
+            return json(.serviceUnavailable, ["error": "no delivery engine runs here (carrier serve --hold): nothing to administer"])
+        }
+        let action: AdminAction
+        switch AdminRequest.parse(body, now: nowMilliseconds()) {
+        case .success(let parsed): action = parsed
+        case .failure(let error): return json(.badRequest, ["error": error.message, "field": error.field])
+        }
+        let result: Result<Int, SpoolError> = await withCheckedContinuation { continuation in
+            engine.administer(action) { continuation.resume(returning: $0) }
+        }
+        switch result {
+        case .success(let count):
+            return json(.ok, ["done": "\(action)", "bounced": count])
+        case .failure(let error):
+            writeStandardError("carrier: HTTP API: administration failed: \(error)\n")
+            return json(.internalServerError, ["error": "\(error)"])
+        }
+    }
+
+    /// unauthorised - the 401 for a missing or wrong bearer token.
+    private func unauthorised() -> HTTPResponse {
+        var response = json(.unauthorized, ["error": "a valid bearer token is required (Authorization: Bearer TOKEN)"])
+        response.headers[HTTPHeader("WWW-Authenticate")] = "Bearer realm=\"carrier\""
+        return response
+    }
+
+    /// inject - check the token and the body, store the message, answer once it is durable.
+    private func inject(_ request: HTTPRequest) async -> HTTPResponse {
+        let started = seconds()
+        let body: Data
+        switch await readBody(request, started: started) {
+        case .success(let data): body = data
+        case .failure(let refused): return refused.response
+        }
+        guard authorised(request.headers[HTTPHeader("Authorization")]) else { return unauthorised() }
         let parsed: InjectRequest
         do {
             parsed = try InjectRequest.parse(body, now: nowMilliseconds())
@@ -283,3 +333,59 @@ struct InjectionHandler: HTTPHandler {
 
 /// seconds - the monotonic clock in seconds, for request deadlines.
 private func seconds() -> Double { Double(MonotonicClock.nanoseconds()) / 1e9 }
+
+/// A request the handler ends before its work: the response to send.
+struct RefusedRequest: Error {
+    let response: HTTPResponse
+}
+
+/// The body of `POST /api/admin/v1`, checked.
+enum AdminRequest {
+    struct Problem: Error {
+        let message: String
+        let field: String
+    }
+
+    /// parse - the action in `body`; `now` (ms since the epoch) dates a suspension's end.
+    static func parse(_ body: Data, now: Int64) -> Result<AdminAction, Problem> {
+        guard let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else {
+            return .failure(Problem(message: "the body is not a JSON object", field: ""))
+        }
+        let scopes: [(String, AdminScope)] = [("domain", .domain), ("site", .site), ("campaign", .campaign)]
+        let named = scopes.compactMap { key, scope in (object[key] as? String).map { (key, scope, $0) } }
+        guard named.count == 1, let (key, scope, name) = named.first, !name.isEmpty else {
+            return .failure(Problem(message: "name exactly one of domain, site or campaign", field: "domain"))
+        }
+        let target = scope == .domain ? name.lowercased() : name
+        switch object["action"] as? String {
+        case "suspend":
+            var until: Int64?
+            if let value = object["duration"] {
+                guard let seconds = durationSeconds(value), seconds > 0 else {
+                    return .failure(Problem(message: "duration is a number of seconds or a text such as \"90s\", \"30m\", \"4h\", \"2d\"", field: "duration"))
+                }
+                until = now + seconds * 1000
+            }
+            return .success(.suspend(scope, target, until: until))
+        case "resume":
+            return .success(.resume(scope, target))
+        case "bounce":
+            guard scope != .site else { return .failure(Problem(message: "bounce takes a domain or a campaign", field: key)) }
+            let reason = (object["reason"] as? String).map { String($0.prefix(200)) } ?? "bounced by an operator"
+            let clean = String(reason.map { $0.isNewline ? " " : $0 })
+            return .success(.bounce(scope, target, reason: "5.0.0 " + clean))
+        default:
+            return .failure(Problem(message: "action is suspend, resume or bounce", field: "action"))
+        }
+    }
+
+    /// durationSeconds - 1800, "1800", "90s", "30m", "4h" or "2d" in seconds.
+    private static func durationSeconds(_ value: Any) -> Int64? {
+        if let number = value as? Int { return Int64(number) }
+        guard let text = value as? String, !text.isEmpty else { return nil }
+        let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let unit = units[text.last!], let count = Int64(text.dropLast()) { return count.multipliedReportingOverflow(by: unit).overflow ? nil : count * unit }
+        return Int64(text)
+    }
+}
+
