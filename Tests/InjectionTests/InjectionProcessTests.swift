@@ -3,6 +3,7 @@
 //
 // These run the real executable, so what is measured or killed is what users run.
 
+import Carrier
 import CarrierTesting
 import Foundation
 import EventCore
@@ -13,6 +14,10 @@ import Testing
 private let token = "test-token-0123456789abcdef"
 
 /// A `carrier serve` child with an SMTP listener and the HTTP API on free loopback ports.
+// Files another process is still appending to are read with Carrier's readTextFile
+// (stdio): Foundation's String(contentsOfFile:) leaks its buffer when the file grows
+// while it reads (AddressSanitizer found it in the polling loops).
+
 private struct ServeProcess {
     let process: ChildProcess
     let smtpPort: UInt16
@@ -90,7 +95,7 @@ struct InjectionProcessTests {
         _ = serve.process.wait(seconds: 10)
         #expect(try pendingCount(folder) == 4, "only the two good requests were stored")
         /* A `received` record per stored recipient, and none for the refused requests. */
-        let log = (try? String(contentsOfFile: folder.file("delivery.log"), encoding: .utf8)) ?? ""
+        let log = readTextFile(folder.file("delivery.log")) ?? ""
         let received = log.split(separator: "\n").filter { $0.contains("\"event\":\"received\"") }
         #expect(received.count == 4, "\(log)")
         #expect(received.allSatisfy { $0.contains("over HTTP") })
@@ -133,7 +138,7 @@ struct InjectionProcessTests {
                                                "--route", "*=127.0.0.1:\(sink.addresses[0].port)"], outputPath: folder.file("drain.out"))
         #expect(drain.wait(seconds: 90) == 0, "\((try? String(contentsOfFile: folder.file("drain.out"), encoding: .utf8)) ?? "")")
         sink.stop()
-        let record = (try? String(contentsOfFile: folder.file("record.jsonl"), encoding: .utf8)) ?? ""
+        let record = readTextFile(folder.file("record.jsonl")) ?? ""
         #expect(record.contains("\"rcpt_to\":[\"rcpt@dest.test\"]"), "the SMTP message was delivered: \(record)")
         #expect(record.contains("\"rcpt_to\":[\"api@dest.test\"]"), "the API message was delivered: \(record)")
     }
@@ -162,7 +167,7 @@ struct InjectionProcessTests {
         let deadline = Date().addingTimeInterval(30)
         var lines: [[String: Any]] = []
         while Date() < deadline {
-            let text = (try? String(contentsOfFile: folder.file("record.jsonl"), encoding: .utf8)) ?? ""
+            let text = readTextFile(folder.file("record.jsonl")) ?? ""
             lines = text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
             if lines.count >= 2 { break }
             usleep(50_000)
@@ -188,7 +193,7 @@ struct InjectionProcessTests {
         /* The delivery log: the submitted message received for its three recipients over SMTP. */
         serve.process.terminate()
         _ = serve.process.wait(seconds: 10)
-        let log = (try? String(contentsOfFile: folder.file("delivery.log"), encoding: .utf8)) ?? ""
+        let log = readTextFile(folder.file("delivery.log")) ?? ""
         let received = log.split(separator: "\n").filter { $0.contains("\"event\":\"received\"") && $0.contains("over SMTP") }
         #expect(received.count == 3, "\(log)")
     }
@@ -218,7 +223,7 @@ struct InjectionProcessTests {
             return try curl(auth + ["--data-binary", json, "http://127.0.0.1:\(serve.httpPort)/api/inject/v1"], folder: folder).0
         }
         func arrived() -> [String] {
-            let text = (try? String(contentsOfFile: folder.file("record.jsonl"), encoding: .utf8)) ?? ""
+            let text = readTextFile(folder.file("record.jsonl")) ?? ""
             return text.split(separator: "\n").compactMap { line in
                 ((try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any])?["rcpt_to"] as? [String]
             }.flatMap { $0 }
@@ -253,7 +258,7 @@ struct InjectionProcessTests {
         #expect(!arrived().contains("c@doomed.test"))
         serve.process.terminate()
         _ = serve.process.wait(seconds: 10)
-        let log = (try? String(contentsOfFile: folder.file("delivery.log"), encoding: .utf8)) ?? ""
+        let log = readTextFile(folder.file("delivery.log")) ?? ""
         #expect(log.split(separator: "\n").contains { $0.contains("\"event\":\"bounced\"") && $0.contains("@doomed.test") && $0.contains("no longer wanted") }, "\(log)")
     }
 
