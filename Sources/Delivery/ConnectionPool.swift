@@ -209,11 +209,6 @@ final class ConnectionPool {
         seconds.append(connection)
     }
 
-    /// again - a transaction that was waiting behind another when its connection failed:
-    /// nothing of it reached the server, so it goes to another connection.
-    fileprivate func again(_ transaction: any PoolTransaction) {
-        checkout(transaction)
-    }
 
     /// connect - a new connection for `transaction` (a gate slot is held for it).
     private func connect(_ transaction: any PoolTransaction) {
@@ -384,7 +379,8 @@ private final class PooledConnection: ClientConnectionDelegate {
             if carried.isEmpty { pool.checkin(self) } else { pool.offerSecond(self) }
         }
         if result.notSent {
-            pool.again(transaction)
+            /* Nothing of it reached the server: another connection takes it. */
+            pool.checkout(transaction)
         } else {
             transaction.poolCompleted(result, hop: pool.hop)
         }

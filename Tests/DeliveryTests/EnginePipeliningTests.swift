@@ -22,24 +22,8 @@ struct EnginePipeliningTests {
     func nextTransactionFollowsTheDot() throws {
         let folder = TemporaryFolder("pipelining")
         defer { folder.remove() }
-        let port = try freeLoopbackPort()
-        let script = String(#filePath[..<#filePath.lastIndex(of: "/")!]) + "/Peers/pipeline_probe.py"
-        let record = folder.path + "/probe.jsonl"
-        let probe = try ChildProcess(python!, [script, String(port), record], outputPath: folder.path + "/probe.log")
-        defer { probe.terminate() }
-        try #require(waitForListener(port: port, seconds: 20), "the probe did not listen")
-
-        /* One shard and one connection: personalised recipients of one domain, each its own
-           transaction, all through the same connection. */
         let count = 8
-        let spool = try testSpool(folder.path, shards: 1)
-        _ = try enqueueCampaign(spool, count: count, domains: 1, body: "Subject: {{n}}\r\n\r\nHi {{n}}\r\n") { [("n", String($0))] }
-        var configuration = engineConfiguration(routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: port)])])
-        configuration.scheduler = SchedulerConfiguration(shaping: Shaping(defaults: Limits(maxConnections: 1)))
-        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
-        let status = drain(engine, seconds: 30)
-        engine.stop()
-        spool.close()
+        let (status, record) = try runAgainstProbe(folder, recipients: count)
         #expect(status.byDomain["d0.test"]?.delivered == count)
 
         let lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n")
@@ -62,24 +46,32 @@ extension EnginePipeliningTests {
     func waitingMessageIsNotDeferredWithTheFailedOne() throws {
         let folder = TemporaryFolder("pipelining-failure")
         defer { folder.remove() }
-        let port = try freeLoopbackPort()
-        let script = String(#filePath[..<#filePath.lastIndex(of: "/")!]) + "/Peers/pipeline_probe.py"
-        let record = folder.path + "/probe.jsonl"
-        let probe = try ChildProcess(python!, [script, String(port), record, "fail-first-data"], outputPath: folder.path + "/probe.log")
-        defer { probe.terminate() }
-        try #require(waitForListener(port: port, seconds: 20), "the probe did not listen")
-
-        let spool = try testSpool(folder.path, shards: 1)
-        _ = try enqueueCampaign(spool, count: 2, domains: 1, body: "Subject: {{n}}\r\n\r\nHi {{n}}\r\n") { [("n", String($0))] }
-        var configuration = engineConfiguration(routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: port)])])
-        configuration.scheduler = SchedulerConfiguration(shaping: Shaping(defaults: Limits(maxConnections: 1)))
-        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
-        let status = drain(engine, seconds: 30)
-        engine.stop()
-        spool.close()
+        let (status, record) = try runAgainstProbe(folder, recipients: 2, mode: "fail-first-data")
         #expect(status.byDomain["d0.test"]?.delivered == 1)
         #expect(status.byDomain["d0.test"]?.deferred == 1)
         let text = try String(contentsOfFile: record, encoding: .utf8)
         #expect(text.split(separator: "\n").count == 1, "the probe stored: \(text)")
     }
 }
+
+/// runAgainstProbe - `recipients` personalised recipients of one domain (each its own
+/// transaction) through one shard and one connection to Peers/pipeline_probe.py, drained;
+/// the engine's last status and the probe's record file.
+private func runAgainstProbe(_ folder: TemporaryFolder, recipients: Int, mode: String? = nil) throws -> (ShardStatus, String) {
+    let port = try freeLoopbackPort()
+    let script = String(#filePath[..<#filePath.lastIndex(of: "/")!]) + "/Peers/pipeline_probe.py"
+    let record = folder.path + "/probe.jsonl"
+    let probe = try ChildProcess(python!, [script, String(port), record] + (mode.map { [$0] } ?? []), outputPath: folder.path + "/probe.log")
+    defer { probe.terminate() }
+    try #require(waitForListener(port: port, seconds: 20), "the probe did not listen")
+    let spool = try testSpool(folder.path, shards: 1)
+    defer { spool.close() }
+    _ = try enqueueCampaign(spool, count: recipients, domains: 1, body: "Subject: {{n}}\r\n\r\nHi {{n}}\r\n") { [("n", String($0))] }
+    var configuration = engineConfiguration(routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: port)])])
+    configuration.scheduler = SchedulerConfiguration(shaping: Shaping(defaults: Limits(maxConnections: 1)))
+    let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+    let status = drain(engine, seconds: 30)
+    engine.stop()
+    return (status, record)
+}
+

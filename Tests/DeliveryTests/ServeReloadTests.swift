@@ -19,19 +19,10 @@ private func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
 /// submit - one message to an SMTP listener on 127.0.0.1:`port` as a loopback client (no
 /// AUTH): each command written once its reply to the one before came.
 private func submit(port: UInt16, from: String, to: String) throws {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    try #require(fd >= 0)
+    let fd = try #require(connectLoopback(port: port), "connect to 127.0.0.1:\(port)")
     defer { close(fd) }
     var timeout = timeval(tv_sec: 10, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
-    try #require(connected, "connect to 127.0.0.1:\(port)")
 
     var received: [UInt8] = []
     /* A reply ends with a line whose code is followed by a space. */

@@ -35,6 +35,15 @@ private struct ServeProcess {
     }
 }
 
+/// startSink - a one-thread carrier sink on 127.0.0.1 (any port), set up by `configure`.
+private func startSink(_ configure: (inout SinkConfiguration) -> Void) throws -> SinkServer {
+    var configuration = SinkConfiguration()
+    configuration.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
+    configuration.threads = 1
+    configure(&configuration)
+    return try SinkServer.start(configuration)
+}
+
 /// curl - one request; returns (status, body).
 private func curl(_ arguments: [String], folder: TemporaryFolder) throws -> (Int, String) {
     let curl = try #require(which("curl"), "curl is installed (make test installs it)")
@@ -106,11 +115,7 @@ struct InjectionProcessTests {
         let folder = TemporaryFolder("kill")
         defer { folder.remove() }
         /* A receiver that answers nothing for 30 s: deliveries are in flight when the engine dies. */
-        var stalled = SinkConfiguration()
-        stalled.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
-        stalled.threads = 1
-        stalled.replyDelayMilliseconds = 30_000
-        let tarpit = try SinkServer.start(stalled)
+        let tarpit = try startSink { $0.replyDelayMilliseconds = 30_000 }
         defer { tarpit.stop() }
         let route = ["--route", "*=127.0.0.1:\(tarpit.addresses[0].port)"]
         let serve = try ServeProcess(folder: folder, extra: route)
@@ -127,11 +132,7 @@ struct InjectionProcessTests {
         _ = second.process.wait(seconds: 10)
         #expect(status == 200, "\(body)")
 
-        var configuration = SinkConfiguration()
-        configuration.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
-        configuration.threads = 1
-        configuration.recordPath = folder.file("record.jsonl")
-        let sink = try SinkServer.start(configuration)
+        let sink = try startSink { $0.recordPath = folder.file("record.jsonl") }
         defer { sink.stop() }
         let carrier = try #require(builtExecutable("carrier"))
         let drain = try ChildProcess(carrier, ["serve", "--spool", folder.path + "/Queue", "--no-dns", "--quiet", "--drain", "--timeout", "60",
@@ -150,13 +151,11 @@ struct InjectionProcessTests {
         let folder = TemporaryFolder("dsn")
         defer { folder.remove() }
         try FileManager.default.createDirectory(atPath: folder.file("maildir"), withIntermediateDirectories: true)
-        var configuration = SinkConfiguration()
-        configuration.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
-        configuration.threads = 1
-        configuration.recordPath = folder.file("record.jsonl")
-        configuration.maildirPath = folder.file("maildir")
-        configuration.domainRules = [SinkDomainRule(domain: "bounce.test", action: .refuse(code: 550, rate: 1))]
-        let sink = try SinkServer.start(configuration)
+        let sink = try startSink { configuration in
+            configuration.recordPath = folder.file("record.jsonl")
+            configuration.maildirPath = folder.file("maildir")
+            configuration.domainRules = [SinkDomainRule(domain: "bounce.test", action: .refuse(code: 550, rate: 1))]
+        }
         defer { sink.stop() }
         let serve = try ServeProcess(folder: folder, extra: ["--route", "*=127.0.0.1:\(sink.addresses[0].port)", "--log", folder.file("delivery.log")])
         defer { serve.process.terminate() }
@@ -204,11 +203,7 @@ struct InjectionProcessTests {
     @Test func adminAPISuspendsResumesAndBounces() throws {
         let folder = TemporaryFolder("admin")
         defer { folder.remove() }
-        var configuration = SinkConfiguration()
-        configuration.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
-        configuration.threads = 1
-        configuration.recordPath = folder.file("record.jsonl")
-        let sink = try SinkServer.start(configuration)
+        let sink = try startSink { $0.recordPath = folder.file("record.jsonl") }
         defer { sink.stop() }
         let extra = ["--route", "*=127.0.0.1:\(sink.addresses[0].port)", "--log", folder.file("delivery.log")]
         var serve = try ServeProcess(folder: folder, extra: extra)

@@ -85,6 +85,25 @@ private final class Sender: ClientConnectionDelegate {
     }
 }
 
+/// startServer - a listener on 127.0.0.1 (any port) on `thread`, each connection going to
+/// a Receiver that counts into `received`, `bodies` and `users`; its address.
+private func startServer(on thread: LoopThread, _ configuration: ServerConnectionConfiguration,
+                         credentials: (any SMTPCredentialStore)? = nil, received: TestCounter,
+                         bodies: TestLog<String> = TestLog<String>(), users: TestLog<String> = TestLog<String>()) throws -> SocketAddress {
+    let port = TestWaiter<UInt16>()
+    thread.execute { loop in
+        let crypto = OpenSSLCrypto()
+        let receiver = Receiver(received: received, bodies: bodies, users: users)
+        let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { tcp in
+            let connection = ServerConnection.start(tcp, configuration: configuration, policy: AcceptAllPolicy(),
+                                                    credentials: credentials, crypto: crypto, delegate: receiver)
+            receiver.connections[ObjectIdentifier(connection)] = connection
+        }
+        port.fulfill(listener.localAddress.port)
+    }
+    return SocketAddress(ip: IPAddress("127.0.0.1")!, port: try #require(port.wait(seconds: 10)))
+}
+
 @Suite("SMTP over sockets")
 struct ConnectionTests {
     /// STARTTLS, SCRAM-SHA-256 and pipelined messages between the two drivers; every body arrives.
@@ -99,27 +118,16 @@ struct ConnectionTests {
         let received = TestCounter()
         let bodies = TestLog<String>()
         let users = TestLog<String>()
-        let port = TestWaiter<UInt16>()
-        server.execute { loop in
-            var session = ServerConfiguration(hostname: "localhost")
-            session.startTLSAvailable = !implicitTLS
-            session.requireTLS = true
-            session.requireAuthentication = true
-            session.authMechanisms = [.scramSHA256, .plain]
-            var configuration = ServerConnectionConfiguration(session: session)
-            configuration.tls = try! TLSContext.server(TLSServerConfiguration(identity: .pem(serverIdentity)))
-            configuration.implicitTLS = implicitTLS
-            let crypto = OpenSSLCrypto()
-            let store = StaticCredentialStore(passwords: ["alice": "s3cret"], crypto: crypto)
-            let receiver = Receiver(received: received, bodies: bodies, users: users)
-            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { tcp in
-                let connection = ServerConnection.start(tcp, configuration: configuration, policy: AcceptAllPolicy(),
-                                                        credentials: store, crypto: crypto, delegate: receiver)
-                receiver.connections[ObjectIdentifier(connection)] = connection
-            }
-            port.fulfill(listener.localAddress.port)
-        }
-        let serverPort = try #require(port.wait(seconds: 10))
+        var session = ServerConfiguration(hostname: "localhost")
+        session.startTLSAvailable = !implicitTLS
+        session.requireTLS = true
+        session.requireAuthentication = true
+        session.authMechanisms = [.scramSHA256, .plain]
+        var configuration = ServerConnectionConfiguration(session: session)
+        configuration.tls = try TLSContext.server(TLSServerConfiguration(identity: .pem(serverIdentity)))
+        configuration.implicitTLS = implicitTLS
+        let store = StaticCredentialStore(passwords: ["alice": "s3cret"], crypto: OpenSSLCrypto())
+        let serverPort = try startServer(on: server, configuration, credentials: store, received: received, bodies: bodies, users: users).port
         let outcome = TestWaiter<(results: [RecipientResult.Disposition], stages: [ClientConnectionStage], error: String?)>()
         client.execute { loop in
             var session = ClientConfiguration(heloName: "client.test")
@@ -165,22 +173,12 @@ struct ConnectionTests {
         }
         let received = TestCounter()
         let users = TestLog<String>()
-        let port = TestWaiter<UInt16>()
-        server.execute { loop in
-            var session = ServerConfiguration(hostname: "localhost")
-            session.authMechanisms = [.plain]
-            session.allowPlaintextAuthentication = true
-            var configuration = ServerConnectionConfiguration(session: session)
-            configuration.passwordQueue = DispatchQueue(label: "test-passwords")
-            let receiver = Receiver(received: received, bodies: TestLog<String>(), users: users)
-            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { tcp in
-                let connection = ServerConnection.start(tcp, configuration: configuration, policy: AcceptAllPolicy(),
-                                                        credentials: store, crypto: OpenSSLCrypto(), delegate: receiver)
-                receiver.connections[ObjectIdentifier(connection)] = connection
-            }
-            port.fulfill(listener.localAddress.port)
-        }
-        let address = SocketAddress(ip: IPAddress("127.0.0.1")!, port: try #require(port.wait(seconds: 10)))
+        var session = ServerConfiguration(hostname: "localhost")
+        session.authMechanisms = [.plain]
+        session.allowPlaintextAuthentication = true
+        var configuration = ServerConnectionConfiguration(session: session)
+        configuration.passwordQueue = DispatchQueue(label: "test-passwords")
+        let address = try startServer(on: server, configuration, credentials: store, received: received, users: users)
         let first = TestWaiter<[RecipientResult.Disposition]>()
         let second = TestWaiter<[RecipientResult.Disposition]>()
         client.execute { loop in
@@ -217,17 +215,7 @@ struct ConnectionTests {
             server.stopAndJoin()
         }
         let received = TestCounter()
-        let port = TestWaiter<UInt16>()
-        server.execute { loop in
-            let receiver = Receiver(received: received, bodies: TestLog<String>(), users: TestLog<String>())
-            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { tcp in
-                let connection = ServerConnection.start(tcp, configuration: ServerConnectionConfiguration(session: ServerConfiguration(hostname: "localhost")),
-                                                        policy: AcceptAllPolicy(), credentials: nil, crypto: OpenSSLCrypto(), delegate: receiver)
-                receiver.connections[ObjectIdentifier(connection)] = connection
-            }
-            port.fulfill(listener.localAddress.port)
-        }
-        let address = SocketAddress(ip: IPAddress("127.0.0.1")!, port: try #require(port.wait(seconds: 10)))
+        let address = try startServer(on: server, ServerConnectionConfiguration(session: ServerConfiguration(hostname: "localhost")), received: received)
         let outcome = TestWaiter<String?>()
         client.execute { loop in
             var configuration = ClientConnectionConfiguration(session: ClientConfiguration(heloName: "client.test"))
@@ -252,21 +240,11 @@ struct ConnectionTests {
             server.stopAndJoin()
         }
         let received = TestCounter()
-        let port = TestWaiter<UInt16>()
-        server.execute { loop in
-            var session = ServerConfiguration(hostname: "localhost")
-            session.startTLSAvailable = true
-            var configuration = ServerConnectionConfiguration(session: session)
-            configuration.tls = try! TLSContext.server(TLSServerConfiguration(identity: .pem(serverIdentity)))
-            let receiver = Receiver(received: received, bodies: TestLog<String>(), users: TestLog<String>())
-            let listener = try! TCPListener(loop: loop, address: SocketAddress("127.0.0.1:0")!) { tcp in
-                let connection = ServerConnection.start(tcp, configuration: configuration, policy: AcceptAllPolicy(),
-                                                        credentials: nil, crypto: OpenSSLCrypto(), delegate: receiver)
-                receiver.connections[ObjectIdentifier(connection)] = connection
-            }
-            port.fulfill(listener.localAddress.port)
-        }
-        let address = SocketAddress(ip: IPAddress("127.0.0.1")!, port: try #require(port.wait(seconds: 10)))
+        var session = ServerConfiguration(hostname: "localhost")
+        session.startTLSAvailable = true
+        var configuration = ServerConnectionConfiguration(session: session)
+        configuration.tls = try TLSContext.server(TLSServerConfiguration(identity: .pem(serverIdentity)))
+        let address = try startServer(on: server, configuration, received: received)
         let cache = TLSSessionCache()
         var tls = TLSClientConfiguration()
         tls.verifyPeer = false
