@@ -72,6 +72,10 @@ struct SegmentInfo {
     var bytes: Int
     var liveRefs = 0
     var refsWritten = 0
+    /// Octets of the message and recipient records written here (framing included): what
+    /// the references share. Outcome records are left out, so a segment full of
+    /// outcomes for messages elsewhere does not inflate its few live references.
+    var referencedBytes = 0
     /// Segments holding records that final outcomes in this segment finalised.
     var pinnedBy: Set<UInt32> = []
 }
@@ -181,9 +185,16 @@ struct ShardState {
     mutating func apply(_ body: UnsafeRawBufferPointer, segment: UInt32, offset: UInt32) throws(ShortRecord) {
         var reader = RecordReader(body)
         switch RecordType(rawValue: try reader.u8()) {
-        case .message: try applyMessage(&reader, segment: segment, offset: offset)
-        case .recipients: try applyRecipients(&reader, segment: segment, offset: offset)
-        case .outcome: try applyOutcome(&reader, segment: segment)
+        case .message:
+            try applyMessage(&reader, segment: segment, offset: offset)
+            segments[segment, default: SegmentInfo(bytes: 0)].referencedBytes += body.count + 8
+        case .recipients:
+            try applyRecipients(&reader, segment: segment, offset: offset)
+            segments[segment, default: SegmentInfo(bytes: 0)].referencedBytes += body.count + 8
+        case .outcome:
+            if try applyOutcome(&reader, segment: segment) {
+                segments[segment, default: SegmentInfo(bytes: 0)].referencedBytes += body.count + 8
+            }
         case .admin: try applyAdmin(&reader)
         case nil: throw ShortRecord()
         }
@@ -260,12 +271,14 @@ struct ShardState {
         }
     }
 
-    private mutating func applyOutcome(_ reader: inout RecordReader, segment: UInt32) throws(ShortRecord) {
+    /// applyOutcome - returns whether the record is now referenced (a pending recipient's
+    /// deferred state).
+    private mutating func applyOutcome(_ reader: inout RecordReader, segment: UInt32) throws(ShortRecord) -> Bool {
         let key = RecipientKey(message: try reader.id(), index: try reader.u32())
         let kind = try reader.u8()
         let attempts = try reader.u32()
         let nextAttempt = try reader.i64()
-        guard var entry = pending[key] else { return } // already final, or its record was compacted away
+        guard var entry = pending[key] else { return false } // already final, or its record was compacted away
         if kind == 4 {
             /* Compaction's copy of the state it moves repeats it: that must not release a
                recipient `due` handed out (it would be handed out again while in flight). */
@@ -279,7 +292,7 @@ struct ShardState {
             if !isCopy { entry.claimed = false }
             pending[key] = entry
             if !replaying && !isCopy && !subscribed { heap.insert(DueItem(time: nextAttempt, key: key)) }
-            return
+            return true
         }
         switch kind {
         case 1: counts.delivered += 1
@@ -301,6 +314,7 @@ struct ShardState {
                 messages[key.message] = message
             }
         }
+        return false
     }
 
     private mutating func applyAdmin(_ reader: inout RecordReader) throws(ShortRecord) {
@@ -403,9 +417,10 @@ struct ShardState {
         }.sorted()
     }
 
-    /// estimatedLiveBytes - live octets of a segment, from its share of live references.
+    /// estimatedLiveBytes - live octets of a segment: the octets of its message and
+    /// recipient records, in proportion to the share of their references still live.
     func estimatedLiveBytes(_ number: UInt32) -> Int {
         guard let info = segments[number], info.refsWritten > 0 else { return 0 }
-        return Int(Double(info.bytes) * Double(max(0, info.liveRefs)) / Double(info.refsWritten))
+        return Int(Double(info.referencedBytes) * Double(max(0, info.liveRefs)) / Double(info.refsWritten))
     }
 }
