@@ -158,6 +158,8 @@ struct ShardState {
     /// due-time heap is then not kept, and `fresh` collects what the next commit added.
     var subscribed = false
     var fresh: [PendingRecipient] = []
+    /// Set when a segment's last live reference goes: the writer then wants compaction.
+    var emptiedSegment = false
 
     /// held - whether a message's record is referenced: while it has pending recipients
     /// or is open.
@@ -171,8 +173,9 @@ struct ShardState {
     }
 
     private mutating func dropRef(_ segment: UInt32) {
-        guard segment != 0 else { return }
-        segments[segment]?.liveRefs -= 1
+        guard segment != 0, let refs = segments[segment]?.liveRefs else { return }
+        segments[segment]!.liveRefs = refs - 1
+        if refs == 1 { emptiedSegment = true }
     }
 
     private mutating func wrote(_ segment: UInt32) {
@@ -409,12 +412,23 @@ struct ShardState {
     }
 
     /// deletable - segments (other than `current`) nothing live refers to and no
-    /// remaining segment pins.
+    /// remaining segment pins, in an order safe to unlink them: a segment comes after the
+    /// segments that pinned it (whose recipients its outcomes finalised), so a crash
+    /// between two unlinks never brings finished recipients back. A chain of pins (each
+    /// delivered segment's outcomes in the next one) goes in one call.
     func deletable(current: UInt32) -> [UInt32] {
-        segments.compactMap { number, info in
-            guard number != current, info.liveRefs <= 0 else { return nil }
-            return info.pinnedBy.contains(where: { segments[$0] != nil && $0 != number }) ? nil : number
-        }.sorted()
+        var order: [UInt32] = []
+        var gone = Set<UInt32>()
+        while true {
+            let round = segments.compactMap { number, info -> UInt32? in
+                guard number != current, info.liveRefs <= 0, !gone.contains(number) else { return nil }
+                let pinned = info.pinnedBy.contains { $0 != number && segments[$0] != nil && !gone.contains($0) }
+                return pinned ? nil : number
+            }.sorted()
+            if round.isEmpty { return order }
+            order += round
+            gone.formUnion(round)
+        }
     }
 
     /// estimatedLiveBytes - live octets of a segment: the octets of its message and

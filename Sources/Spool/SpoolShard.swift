@@ -150,7 +150,17 @@ public final class SpoolShard: @unchecked Sendable {
     private let freshMessages = FreshMessages()
 
     private var dirtySince: Int64? = nil
-    private var compactionWanted = false
+    /// Since when compaction has been wanted (monotonic ms, and `appended` then); nil when
+    /// not. Written under the monitor, read on the writer thread.
+    private var compactionWantedSince: (time: Int64, appended: Int)? = nil
+    private var compactionWanted: Bool { compactionWantedSince != nil }
+    /// Octets this writer has appended since the shard opened (writer thread only).
+    private var appended = 0
+    /// How long, or how many octets written, compaction waits for an idle writer before it
+    /// takes one step between commits anyway: a shard that never idles must still keep
+    /// its disk use bounded, whatever its write rate.
+    static let compactionPatience: Int64 = 100
+    private var compactionPatienceOctets: Int { configuration.segmentSize / 2 }
 
     init(index: Int, configuration: SpoolConfiguration) throws(SpoolError) {
         self.index = index
@@ -469,6 +479,7 @@ public final class SpoolShard: @unchecked Sendable {
             let batch = queue
             queue.removeAll(keepingCapacity: true)
             let stop = closing && batch.isEmpty
+            let compaction = compactionWantedSince
             monitor.unlock()
 
             let compactions = batch.filter(\.isCompaction)
@@ -481,11 +492,23 @@ public final class SpoolShard: @unchecked Sendable {
                 if fdatasync(descriptor) == 0 { dirtySince = nil }
             }
             if stop { break }
-            if compactionWanted && batch.isEmpty {
-                compactionWanted = false
-                compactNow()
+            if let since = compaction {
+                if batch.isEmpty {
+                    monitor.withLock { compactionWantedSince = nil }
+                    compactNow()
+                } else if monotonicMilliseconds() - since.time >= SpoolShard.compactionPatience
+                            || appended - since.appended >= compactionPatienceOctets {
+                    /* Busy for a while: one step now, the next one a patience later. */
+                    let more = compactStep()
+                    monitor.withLock { compactionWantedSince = more ? (monotonicMilliseconds(), appended) : nil }
+                }
             }
         }
+    }
+
+    /// wantCompaction - note that compaction has work (on the writer thread or under the monitor).
+    private func wantCompaction() {
+        if compactionWantedSince == nil { compactionWantedSince = (monotonicMilliseconds(), appended) }
     }
 
     /// The shortest interval among the interval modes in use.
@@ -530,7 +553,7 @@ public final class SpoolShard: @unchecked Sendable {
             dirtySince = nil
         }
         try startSegment(currentSegment + 1)
-        compactionWanted = true
+        monitor.withLock { wantCompaction() }
     }
 
     private func commitChunk(_ chunk: ArraySlice<PendingAppend>) {
@@ -564,6 +587,7 @@ public final class SpoolShard: @unchecked Sendable {
             return
         }
         currentSize = base + buffer.count
+        appended += buffer.count
         fileSize = max(fileSize, currentSize)
         prepareNextIfDue()
         let segment = currentSegment
@@ -575,6 +599,12 @@ public final class SpoolShard: @unchecked Sendable {
                     try? state.apply(record.body, segment: segment, offset: UInt32(base + offset))
                     offset += record.size
                 }
+            }
+            /* Outcomes left an older segment with nothing live: delete it soon, not only
+               at the next rotation (a delivered campaign must not hold its disk space). */
+            if state.emptiedSegment {
+                state.emptiedSegment = false
+                wantCompaction()
             }
         }
         let (fresh, subscriber) = monitor.withLock { () -> ([PendingRecipient], (@Sendable ([PendingRecipient]) -> Void)?) in
@@ -639,7 +669,7 @@ public final class SpoolShard: @unchecked Sendable {
     /// requestCompaction - ask the writer to compact when it is next idle.
     func requestCompaction() {
         monitor.withLock {
-            compactionWanted = true
+            wantCompaction()
             monitor.broadcast()
         }
     }
@@ -648,20 +678,25 @@ public final class SpoolShard: @unchecked Sendable {
     /// live data, rewrite the oldest segments' live records forward and delete them.
     /// Runs on the writer thread.
     private func compactNow() {
-        deleteDeadSegments()
         var rounds = 0
-        while rounds < 64 {
-            rounds += 1
-            let (candidate, total, live) = monitor.withLock { () -> (UInt32?, Int, Int) in
-                let total = state.segments.values.reduce(0) { $0 + $1.bytes }
-                let live = state.segments.keys.reduce(0) { $0 + state.estimatedLiveBytes($1) }
-                let oldest = state.segments.keys.filter { $0 != currentSegment }.min()
-                return (oldest, total, live)
-            }
-            guard let candidate, total > 2 * live + configuration.segmentSize else { break }
-            guard rewriteForward(candidate) else { break }
-            deleteDeadSegments()
+        while rounds < 64 && compactStep() { rounds += 1 }
+    }
+
+    /// compactStep - delete dead segments, then rewrite at most one segment forward if the
+    /// shard uses more than twice its live data. Returns whether more may be needed.
+    /// Runs on the writer thread.
+    private func compactStep() -> Bool {
+        deleteDeadSegments()
+        let (candidate, total, live) = monitor.withLock { () -> (UInt32?, Int, Int) in
+            let total = state.segments.values.reduce(0) { $0 + $1.bytes }
+            let live = state.segments.keys.reduce(0) { $0 + state.estimatedLiveBytes($1) }
+            let oldest = state.segments.keys.filter { $0 != currentSegment }.min()
+            return (oldest, total, live)
         }
+        guard let candidate, total > 2 * live + configuration.segmentSize else { return false }
+        guard rewriteForward(candidate) else { return false }
+        deleteDeadSegments()
+        return true
     }
 
     private func deleteDeadSegments() {
