@@ -89,6 +89,10 @@ extension WorkerShard {
         let domain = scheduler.domainName(delivery.domain)
         let site = scheduler.siteName(delivery.site)
         scheduler.complete(delivery, results: results.map(\.schedulerResult), now: now)
+        /* A rule may have bounced a recipient that failed temporarily: it is logged and
+           recorded once, as bounced with the reply that triggered the rule. */
+        let disposed = scheduler.takeDisposedWithDomains()
+        let disposedRefs = disposed.isEmpty ? [] : Set(disposed.map(\.recipient.ref))
         let latency = Double(MonotonicClock.nanoseconds() - attempt.started) / 1e6
         var outcomes: [(RecipientKey, Outcome)] = []
         for (position, result) in results.enumerated() {
@@ -104,6 +108,8 @@ extension WorkerShard {
                 counters[domain, default: DomainCounters()].delivered += 1
                 logEvent(.delivered, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
                          reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
+            case .temporary(let reply) where disposedRefs.contains(recipient.ref):
+                attempt.bounceReplies[recipient.ref] = (reply, address)
             case .temporary(let reply):
                 let next = scheduler.retryTime(for: recipient, domain: delivery.domain, attempts: Int(recipient.attempts) + 1, now: now)
                 outcomes.append((key, .deferred(nextAttempt: next, reply: reply.description)))
@@ -116,15 +122,16 @@ extension WorkerShard {
             }
         }
         record(outcomes)
-        disposeLeftovers(now: now, attempt: attempt, host: hop, latency: latency)
+        disposeLeftovers(disposed, now: now, attempt: attempt, host: hop, latency: latency)
         if stopping { return }
         pump()
     }
 
     /// disposeLeftovers - recipients the scheduler gave up on (bounced by a reply or a rule,
     /// expired): final outcomes, log records and bounce notices.
-    func disposeLeftovers(now: Int64, attempt: Attempt? = nil, host: ResolvedHop? = nil, latency: Double? = nil) {
-        let disposed = scheduler.takeDisposedWithDomains()
+    func disposeLeftovers(_ taken: [(recipient: ScheduledRecipient, disposal: Disposal, domain: Int)]? = nil, now: Int64, attempt: Attempt? = nil,
+                          host: ResolvedHop? = nil, latency: Double? = nil) {
+        let disposed = taken ?? scheduler.takeDisposedWithDomains()
         guard !disposed.isEmpty else { return }
         var finals: [FinalOutcome] = []
         for (recipient, disposal, domainIndex) in disposed where attempt?.gone.contains(recipient.ref) != true {

@@ -226,6 +226,41 @@ struct EngineShapingTests {
         spool.close()
     }
 
+    /// A rule that bounces on a temporary reply: the recipient is logged and recorded once,
+    /// as bounced with the reply that matched (not deferred first, then bounced 550).
+    @Test func aRuleBouncedRecipientIsLoggedOnceWithItsReply() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { configuration in
+            configuration.domainRules = [SinkDomainRule(domain: "refusing.test", action: .refuse(code: 451, rate: 1))]
+        }
+        let spool = try testSpool(folder.path)
+        let id = try spool.enqueue(NewMessage(sender: "", body: Array("Subject: x\r\n\r\nx\r\n".utf8),
+                                              metadata: MessageMetadata(priority: .bulk),
+                                              recipients: [NewRecipient("someone@refusing.test")]))
+        let log = folder.path + "/delivery.log"
+        var configuration = engineConfiguration(routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])], log: log)
+        configuration.scheduler = SchedulerConfiguration(
+            rules: [ResponseRule(name: "give-up", contains: ["451"], scope: .domain, action: .bounce)])
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        let status = drain(engine, seconds: 20)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain["refusing.test"]?.bounced == 1)
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        let all = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let records = all.filter { ($0["message_id"] as? String) == id.description }
+        let events = records.map { $0["event"] as? String }
+        #expect(events == ["bounced"])
+        let code = records.first?["code"] as? Int
+        #expect(code == 451)
+        let recipient = records.first?["recipient"] as? String
+        #expect(recipient == "someone@refusing.test")
+        let deferred = status.byDomain["refusing.test"]?.deferred
+        #expect(deferred == 0)
+        spool.close()
+    }
+
     /// 100,000 personalised recipients over 1,000 domains: each delivered exactly once.
     @Test func hundredThousandOverAThousandDomainsExactlyOnce() throws {
         let folder = TemporaryFolder()
