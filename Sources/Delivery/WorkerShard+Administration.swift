@@ -1,5 +1,6 @@
 // WorkerShard+Administration.swift - operator actions on a running engine: suspend and
-// resume a domain, site or campaign, bounce what is pending for a domain or campaign
+// resume a domain, site or campaign, bounce what is pending for a domain or campaign,
+// retry a domain's or a site's deferred recipients now
 //
 // A suspension is recorded in the spool shard first (durably, on the shard's reader
 // queue: the spool's writes wait for the disk), then applied to the scheduler on the
@@ -20,11 +21,14 @@ public enum AdminAction: Sendable, Equatable {
     case resume(AdminScope, String)
     /// Bounce every pending recipient of a domain or a campaign, with `reason` as the reply.
     case bounce(AdminScope, String, reason: String)
+    /// Make the deferred recipients of a domain or a site due now (Postfix's `postqueue -s`,
+    /// PowerMTA's `pmta retry`); a suspension in force still holds them.
+    case retry(AdminScope, String)
 }
 
 extension WorkerShard {
     /// administer - carry out `action` on this shard; `completion` (on the loop thread)
-    /// hears how many recipients a bounce took, or the spool's error.
+    /// hears how many recipients a bounce or a retry took, or the spool's error.
     func administer(_ action: AdminAction, _ completion: @escaping @Sendable (Result<Int, SpoolError>) -> Void) {
         let shard = spoolShard
         let thread = self.thread
@@ -33,7 +37,7 @@ extension WorkerShard {
                 switch action {
                 case .suspend(let scope, let name, let until): try shard.suspend(Suspension(scope: scope, name: name, until: until ?? 0))
                 case .resume(let scope, let name): try shard.resume(scope, name)
-                case .bounce: break
+                case .bounce, .retry: break
                 }
             } catch {
                 return completion(.failure(error))
@@ -57,6 +61,12 @@ extension WorkerShard {
                     case .site: break
                     }
                     disposeLeftovers(now: now)
+                case .retry(let scope, let name):
+                    switch scope {
+                    case .domain: if let index = scheduler.domainIndex(name) { count = scheduler.retryNow(domain: index, now: now) }
+                    case .site: count = scheduler.retryNow(siteNamed: name, now: now)
+                    case .campaign: break
+                    }
                 }
                 pump()
                 completion(.success(count))

@@ -221,7 +221,7 @@ struct InjectionHandler: HTTPHandler {
     }
 
     /// administer - an operator's action on the running engine:
-    /// `{"action": "suspend"|"resume"|"bounce", "domain"|"site"|"campaign": NAME,
+    /// `{"action": "suspend"|"resume"|"bounce"|"retry", "domain"|"site"|"campaign": NAME,
     ///   "duration": SECONDS or "30m" (suspend; none: until resumed), "reason": TEXT (bounce)}`.
     private func administer(_ request: HTTPRequest) async -> HTTPResponse {
         let body: Data
@@ -243,6 +243,7 @@ struct InjectionHandler: HTTPHandler {
         }
         switch result {
         case .success(let count):
+            if case .retry = action { return json(.ok, ["done": "\(action)", "retried": count]) }
             return json(.ok, ["done": "\(action)", "bounced": count])
         case .failure(let error):
             writeStandardError("carrier: HTTP API: administration failed: \(error)\n")
@@ -374,8 +375,11 @@ enum AdminRequest {
             let reason = (object["reason"] as? String).map { String($0.prefix(200)) } ?? "bounced by an operator"
             let clean = String(reason.map { $0.isNewline ? " " : $0 })
             return .success(.bounce(scope, target, reason: "5.0.0 " + clean))
+        case "retry":
+            guard scope != .campaign else { return .failure(Problem(message: "retry takes a domain or a site", field: key)) }
+            return .success(.retry(scope, target))
         default:
-            return .failure(Problem(message: "action is suspend, resume or bounce", field: "action"))
+            return .failure(Problem(message: "action is suspend, resume, bounce or retry", field: "action"))
         }
     }
 

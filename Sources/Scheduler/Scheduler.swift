@@ -880,10 +880,22 @@ public struct Scheduler {
         for index in domains.indices where domains[index].slot(campaign) != nil { listDomain(index, now: now) }
     }
 
-    /// retryNow - make a domain's deferred recipients due at once.
-    public mutating func retryNow(domain index: Int, now: Int64) {
+    /// retryNow - make a domain's deferred recipients due at once; returns how many.
+    /// (A suspension in force still holds them.)
+    @discardableResult
+    public mutating func retryNow(domain index: Int, now: Int64) -> Int {
         let domain = domains[index]
-        while let top = domain.deferred.popMin() { makeReady(top.recipient, domain: index, now: now) }
+        var count = 0
+        while let top = domain.deferred.popMin() { makeReady(top.recipient, domain: index, now: now); count += 1 }
+        return count
+    }
+
+    /// retryNow - by name: a site's domains (nil when the site is not known), or a domain's.
+    public mutating func retryNow(siteNamed name: String, now: Int64) -> Int {
+        guard let site = siteIndex[name] else { return 0 }
+        var count = 0
+        for index in domains.indices where domains[index].site == site { count += retryNow(domain: index, now: now) }
+        return count
     }
 
     /// bounceAll - remove every pending recipient of a domain (ready or deferred), as bounced

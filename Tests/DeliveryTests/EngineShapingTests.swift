@@ -3,10 +3,12 @@
 
 import CarrierTesting
 import Delivery
+import EventCore
 import Foundation
 import Scheduler
 import Sink
 import Spool
+import Synchronization
 import Testing
 
 @Suite("Engine shaping", .serialized)
@@ -258,6 +260,53 @@ struct EngineShapingTests {
         #expect(recipient == "someone@refusing.test")
         let deferred = status.byDomain["refusing.test"]?.deferred
         #expect(deferred == 0)
+        spool.close()
+    }
+
+    /// An operator's retry makes a deferred domain due now: a recipient deferred for an hour
+    /// (its first hop refused the connection) is delivered as soon as the receiver is up
+    /// and the operator asks; a retry of an unknown site takes nothing.
+    @Test func anOperatorRetryDeliversADeferredDomainNow() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let port = try freeLoopbackPort()
+        let spool = try testSpool(folder.path, shards: 1)
+        _ = try spool.enqueue(NewMessage(sender: "app@sender.test", body: Array("Subject: x\r\n\r\nx\r\n".utf8),
+                                         metadata: MessageMetadata(priority: .bulk), recipients: [NewRecipient("later@waiting.test")]))
+        var configuration = engineConfiguration(routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: port)])])
+        configuration.scheduler = SchedulerConfiguration(retry: RetryPolicy(retryInterval: 3_600_000, maxRetryInterval: 3_600_000, jitter: 0))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        defer { engine.stop() }
+        var status = engine.status()
+        for _ in 0..<250 where status.byDomain["waiting.test"]?.deferred != 1 {
+            usleep(20_000)
+            status = engine.status()
+        }
+        #expect(status.byDomain["waiting.test"]?.deferred == 1)
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") {
+            $0.listen = [SocketAddress("127.0.0.1:\(port)")!]
+        }
+        defer { sink.stop() }
+        func administer(_ action: AdminAction) -> Result<Int, SpoolError> {
+            let answer = Mutex<Result<Int, SpoolError>?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            engine.administer(action) { result in
+                answer.withLock { $0 = result }
+                done.signal()
+            }
+            done.wait()
+            return answer.withLock { $0! }
+        }
+        #expect(try administer(.retry(.site, "no-such-site")).get() == 0)
+        usleep(300_000)
+        #expect(engine.status().byDomain["waiting.test"]?.delivered ?? 0 == 0, "not retried before the operator asks")
+        #expect(try administer(.retry(.domain, "waiting.test")).get() == 1)
+        status = engine.status()
+        for _ in 0..<250 where status.byDomain["waiting.test"]?.delivered != 1 {
+            usleep(20_000)
+            status = engine.status()
+        }
+        #expect(status.byDomain["waiting.test"]?.delivered == 1)
         spool.close()
     }
 
