@@ -134,6 +134,19 @@ extension WorkerShard {
         let disposed = taken ?? scheduler.takeDisposedWithDomains()
         guard !disposed.isEmpty else { return }
         var finals: [FinalOutcome] = []
+        /* Recipients bounced by an operator or expired are not in memory: their addresses
+           are read from the spool before their outcomes are recorded, for the log. */
+        var unaddressed: (records: [DeliveryLogRecord], keys: [RecipientKey], finals: [FinalOutcome]) = ([], [], [])
+        func note(_ final: FinalOutcome, _ record: DeliveryLogRecord?, address: String?) {
+            guard let record, address == nil else {
+                if let record { unlogged.append(record) }
+                finals.append(final)
+                return
+            }
+            unaddressed.records.append(record)
+            unaddressed.keys.append(final.key)
+            unaddressed.finals.append(final)
+        }
         for (recipient, disposal, domainIndex) in disposed where attempt?.gone.contains(recipient.ref) != true {
             let key = RecipientKey(message: MessageID(high: recipient.ref.messageHigh, low: recipient.ref.messageLow), index: recipient.ref.index)
             let campaign = campaignNames[Int(recipient.campaign)]
@@ -142,22 +155,60 @@ extension WorkerShard {
             switch disposal {
             case .bounced(let text):
                 let reply = known?.0 ?? Reply(code: 550, text: text)
-                finals.append(FinalOutcome(key: key, outcome: .bounced(reply: reply.description), transactional: recipient.priority == .transactional,
-                                           status: reply.enhanced.map { "\($0)" } ?? "5.0.0", diagnostic: reply.description,
-                                           remoteMTA: host?.name))
                 if let domain { counters[domain, default: DomainCounters()].bounced += 1 }
-                logEvent(.bounced, key: key, recipient: known?.1, domain: domain, campaign: campaign, site: nil, host: host,
-                         reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
+                note(FinalOutcome(key: key, outcome: .bounced(reply: reply.description), transactional: recipient.priority == .transactional,
+                                  status: reply.enhanced.map { "\($0)" } ?? "5.0.0", diagnostic: reply.description, remoteMTA: host?.name),
+                     logRecord(.bounced, key: key, recipient: known?.1, domain: domain, campaign: campaign, site: nil, host: host,
+                               code: reply.code, enhanced: reply.enhanced.map { "\($0)" }, text: reply.text,
+                               attempt: Int(recipient.attempts) + 1, latency: latency),
+                     address: known?.1)
             case .expired:
                 let text = "4.4.7 delivery time expired after \(recipient.attempts) attempts"
-                finals.append(FinalOutcome(key: key, outcome: .expired(reply: text), transactional: recipient.priority == .transactional,
-                                           status: "4.4.7", diagnostic: text, remoteMTA: nil))
                 if let domain { counters[domain, default: DomainCounters()].expired += 1 }
-                logEvent(.expired, key: key, recipient: nil, domain: domain, campaign: campaign, site: nil, host: nil,
-                         code: nil, enhanced: "4.4.7", text: text, attempt: Int(recipient.attempts))
+                note(FinalOutcome(key: key, outcome: .expired(reply: text), transactional: recipient.priority == .transactional,
+                                  status: "4.4.7", diagnostic: text, remoteMTA: nil),
+                     logRecord(.expired, key: key, recipient: nil, domain: domain, campaign: campaign, site: nil, host: nil,
+                               code: nil, enhanced: "4.4.7", text: text, attempt: Int(recipient.attempts)),
+                     address: nil)
             }
         }
+        if !unlogged.isEmpty { scheduleFlush() }
         finalize(finals)
+        if !unaddressed.keys.isEmpty { logWithAddresses(unaddressed.records, keys: unaddressed.keys, then: unaddressed.finals) }
+    }
+
+    /// logWithAddresses - fill in the recipients' addresses (from the spool's cache, or
+    /// read on the reader queue), log the records, then record the final outcomes: the
+    /// addresses are read while the recipients are still pending. Until then the shard
+    /// does not count as quiet, so a stop does not leave them unrecorded.
+    func logWithAddresses(_ records: [DeliveryLogRecord], keys: [RecipientKey], then finals: [FinalOutcome]) {
+        @Sendable func filled(_ addresses: [NewRecipient]?) -> [DeliveryLogRecord] {
+            guard let addresses, addresses.count == records.count else { return records }
+            return zip(records, addresses).map { record, address in
+                var record = record
+                record.recipient = address.address
+                return record
+            }
+        }
+        if let cached = spoolShard.cachedRecipients(keys) {
+            unlogged.append(contentsOf: filled(cached))
+            scheduleFlush()
+            finalize(finals)
+            return
+        }
+        let shard = spoolShard
+        let log = self.log
+        let thread = self.thread
+        addressLookups += 1
+        reader.async {
+            log?.append(contentsOf: filled(try? shard.recipients(keys)))
+            let posted = thread.execute { [self] _ in
+                addressLookups -= 1
+                finalize(finals)
+            }
+            /* The loop is gone: the outcomes stay unrecorded and the restart decides again. */
+            _ = posted
+        }
     }
 
     // MARK: bounce notices
@@ -276,12 +327,23 @@ extension WorkerShard {
     func logEvent(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
                           site: String?, host: ResolvedHop?, code: Int?, enhanced: String?, text: String?, attempt: Int,
                           latency: Double? = nil, nextAttempt: Int64? = nil) {
-        guard log != nil else { return }
+        guard let record = logRecord(event, key: key, recipient: recipient, domain: domain, campaign: campaign, site: site, host: host,
+                                     code: code, enhanced: enhanced, text: text, attempt: attempt, latency: latency, nextAttempt: nextAttempt)
+        else { return }
         scheduleFlush()
-        unlogged.append(DeliveryLogRecord(
+        unlogged.append(record)
+    }
+
+    /// logRecord - the log line for an event (nil without a log); an unknown address is
+    /// written `#INDEX@DOMAIN` (the recipient's index in its message).
+    func logRecord(_ event: DeliveryLogRecord.Event, key: RecipientKey, recipient: String?, domain: String?, campaign: String,
+                   site: String?, host: ResolvedHop?, code: Int?, enhanced: String?, text: String?, attempt: Int,
+                   latency: Double? = nil, nextAttempt: Int64? = nil) -> DeliveryLogRecord? {
+        guard log != nil else { return nil }
+        return DeliveryLogRecord(
             time: nowMilliseconds(), event: event, messageID: key.message.description,
             recipient: recipient ?? "#\(key.index)@\(domain ?? "")", campaign: campaign, site: site ?? "",
             host: host.map { "\($0.name) \($0.address)" }, code: code, enhancedCode: enhanced, text: text,
-            attempt: attempt, latencyMilliseconds: latency, nextAttempt: nextAttempt))
+            attempt: attempt, latencyMilliseconds: latency, nextAttempt: nextAttempt)
     }
 }

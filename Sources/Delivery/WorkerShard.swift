@@ -69,6 +69,8 @@ public final class WorkerShard: @unchecked Sendable {
     var domainIndex: [String: Int] = [:]
     var resolving: [String: [PendingRecipient]] = [:]
     var inFlight = 0
+    /// Final outcomes waiting for their recipients' addresses (for the log) from the reader queue.
+    var addressLookups = 0
     /// Outcomes and log records waiting for the next flush (see `scheduleFlush`).
     var unrecorded: [(RecipientKey, Outcome)] = []
     var unlogged: [DeliveryLogRecord] = []
@@ -458,7 +460,7 @@ public final class WorkerShard: @unchecked Sendable {
     }
 
     func waitForQuiet(_ completion: @escaping @Sendable () -> Void) {
-        if inFlight == 0 {
+        if inFlight == 0 && addressLookups == 0 {
             flush()
             for pool in Array(pools.values) + retiredPools { pool.closeIdle() }
             completion()

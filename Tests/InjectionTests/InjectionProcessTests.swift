@@ -257,7 +257,7 @@ struct InjectionProcessTests {
         serve.process.terminate()
         _ = serve.process.wait(seconds: 10)
         let log = readTextFile(folder.file("delivery.log")) ?? ""
-        #expect(log.split(separator: "\n").contains { $0.contains("\"event\":\"bounced\"") && $0.contains("@doomed.test") && $0.contains("no longer wanted") }, "\(log)")
+        #expect(log.split(separator: "\n").contains { $0.contains("\"event\":\"bounced\"") && $0.contains("\"c@doomed.test\"") && $0.contains("no longer wanted") }, "\(log)")
     }
 
     /// 10,000 connections that say nothing: each is greeted, a new client is still served, and
