@@ -97,7 +97,8 @@ public struct BlastConfiguration: Sendable {
     public var threads = BlastConfiguration.processorCount
     /// Stop after this many messages (every one is attempted once)...
     public var messages: Int?
-    /// ...or after this long, whichever comes first; at least one must be set.
+    /// ...or after this long, whichever comes first; at least one must be set. At the
+    /// deadline what is in flight is cut off (unsent); in open loop what was due is overdue.
     public var durationNanoseconds: UInt64?
     /// What each message holds.
     public var content = BlastContent.generated(size: 1000)

@@ -11,6 +11,9 @@
 //     are exactly 0 ..< N.
 //   - Open loop at R messages/s: message n is due at start + n/R, so worker k
 //     makes one due every T/R seconds, offset by k/R: together, R per second.
+//     With --duration D the schedule holds the messages due before start + D
+//     (at most --messages of them), shared like --messages; every one of them
+//     counts, sent or not, so a target that falls behind cannot shorten it.
 
 import EventCore
 import SMTP
@@ -26,6 +29,7 @@ struct BlastPlan: Sendable {
     let factory: BlastMessageFactory
     let threads: Int
     let interval: Double?                           /* open loop: nanoseconds between due times, run-wide */
+    let scheduled: Int?                             /* messages the run is to send; nil: the clock alone ends it */
 
     init(_ configuration: BlastConfiguration, destinations: [BlastDestination], tls: TLSContext?,
          factory: BlastMessageFactory, threads: Int) {
@@ -33,7 +37,15 @@ struct BlastPlan: Sendable {
         self.destinations = destinations
         self.factory = factory
         self.threads = threads
-        self.interval = configuration.rate.map { 1e9 / $0 }
+        let interval = configuration.rate.map { 1e9 / $0 }
+        self.interval = interval
+
+        /* Open loop: the messages due before the deadline, if that is fewer than --messages. */
+        if let interval, let duration = configuration.durationNanoseconds {
+            scheduled = min(configuration.messages ?? .max, BlastPlan.dueBefore(duration, interval: interval))
+        } else {
+            scheduled = configuration.messages
+        }
 
         /* One reply timeout for every wait; a big message gets the usual extra time per MiB. */
         var session = ClientConfiguration(heloName: configuration.heloName)
@@ -64,9 +76,9 @@ struct BlastPlan: Sendable {
         configuration.connections / threads + (k < configuration.connections % threads ? 1 : 0)
     }
 
-    /// budget - how many messages worker `k` sends; nil without --messages.
+    /// budget - how many messages worker `k` sends (open loop: makes due); nil when only the clock ends the run.
     func budget(worker k: Int) -> Int? {
-        configuration.messages.map { $0 / threads + (k < $0 % threads ? 1 : 0) }
+        scheduled.map { $0 / threads + (k < $0 % threads ? 1 : 0) }
     }
 
     /// messageNumber - the run-wide number of worker `k`'s `local`-th message.
@@ -78,6 +90,24 @@ struct BlastPlan: Sendable {
     /// due - open loop: when message `n` is due, in monotonic nanoseconds.
     @inline(__always)
     func due(_ n: Int, start: UInt64) -> UInt64 {
-        start + UInt64((Double(n) * (interval ?? 0)).rounded())
+        start + BlastPlan.offset(n, interval: interval ?? 0)
+    }
+
+    /// offset - open loop: how long after the start message `n` is due, in nanoseconds.
+    @inline(__always)
+    private static func offset(_ n: Int, interval: Double) -> UInt64 {
+        UInt64((Double(n) * interval).rounded())
+    }
+
+    /// dueBefore - open loop: how many messages are due less than `duration` nanoseconds after the start.
+    ///
+    /// Counted with the rounding `due` uses, so the schedule ends exactly where the deadline cuts it.
+    private static func dueBefore(_ duration: UInt64, interval: Double) -> Int {
+        let estimate = (Double(duration) / interval).rounded(.up)
+        guard estimate < 1e15 else { return Int.max }   /* an absurd rate: no end but --messages */
+        var count = Int(estimate)
+        while count > 0 && offset(count - 1, interval: interval) >= duration { count -= 1 }
+        while offset(count, interval: interval) < duration { count += 1 }
+        return count
     }
 }

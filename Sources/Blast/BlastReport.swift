@@ -28,14 +28,19 @@ public struct BlastReport: Sendable {
     public let messagesSent: Int
     /// Attempted messages with no recipient delivered.
     public let messagesFailed: Int
-    /// Messages never attempted (the run was stopped, or every connection gave up).
+    /// Messages with no final reply: never handed over (the run ended first, or every
+    /// connection gave up), or in flight when the deadline cut them off.
     public let messagesUnsent: Int
+    /// Open loop: the unsent messages that were due before the run ended. Errors, timed
+    /// end to end up to the end of the run; the rest of the unsent were never due.
+    public let messagesOverdue: Int
     /// Octets of the messages sent.
     public let bytesSent: Int
     public let recipientsDelivered: Int     /* the server took them (2xx after the data) */
     public let recipientsDeferred: Int      /* refused by the server with 4xx */
     public let recipientsBounced: Int       /* refused by the server with 5xx */
     public let recipientsAborted: Int       /* cut off by a failed connection, no verdict */
+    public let recipientsOverdue: Int       /* of the overdue messages (open loop) */
     public let connectionAttempts: Int      /* connections opened (connect started) */
     public let connectionsReady: Int        /* connections that got ready for mail */
     public let connectionsFailed: Int       /* connections that ended with an error */
@@ -61,11 +66,13 @@ public struct BlastReport: Sendable {
         messagesSent = tally.messagesSent
         messagesFailed = tally.messagesAttempted - tally.messagesSent
         messagesUnsent = tally.messagesUnsent
+        messagesOverdue = tally.messagesOverdue
         bytesSent = tally.bytesSent
         recipientsDelivered = tally.recipientsDelivered
         recipientsDeferred = tally.recipientsDeferred
         recipientsBounced = tally.recipientsBounced
         recipientsAborted = tally.recipientsAborted
+        recipientsOverdue = tally.recipientsOverdue
         connectionAttempts = tally.connectionAttempts
         connectionsReady = tally.connectionsReady
         connectionsFailed = tally.connectionsFailed
@@ -83,9 +90,10 @@ public struct BlastReport: Sendable {
     /// Entries in the error ledger.
     public var errors: Int { errorTypes.values.reduce(0, +) }
 
-    /// Errors over the recipients attempted plus the failed connections; 0 when nothing was tried.
+    /// Errors over the recipients attempted or overdue plus the failed connections; 0 when nothing was tried.
     public var errorRatio: Double {
-        let attempted = recipientsDelivered + recipientsDeferred + recipientsBounced + recipientsAborted + connectionsFailed
+        let attempted = recipientsDelivered + recipientsDeferred + recipientsBounced + recipientsAborted + recipientsOverdue
+            + connectionsFailed
         return attempted == 0 ? 0 : Double(errors) / Double(attempted)
     }
 
@@ -156,9 +164,11 @@ public struct BlastReport: Sendable {
             + "\(BlastFormat.fixed(cpuMicrosecondsPerMessage, 1)) µs per message)")
         lines.append("  sent         \(messagesSent) messages, \(BlastFormat.fixed(messagesPerSecond, 1))/s, "
             + "\(BlastFormat.fixed(megabytesPerSecond, 2)) MB/s")
-        lines.append("  attempted    \(messagesAttempted) (failed \(messagesFailed), unsent \(messagesUnsent))")
+        let overdue = configuration.rate == nil ? "" : ", \(messagesOverdue) of them overdue"
+        lines.append("  attempted    \(messagesAttempted) (failed \(messagesFailed), unsent \(messagesUnsent)\(overdue))")
         lines.append("  recipients   delivered \(recipientsDelivered), deferred \(recipientsDeferred), "
-            + "bounced \(recipientsBounced), aborted \(recipientsAborted)")
+            + "bounced \(recipientsBounced), aborted \(recipientsAborted)"
+            + (configuration.rate == nil ? "" : ", overdue \(recipientsOverdue)"))
         lines.append("  connections  \(connectionAttempts) opened, \(connectionsReady) ready, \(connectionsFailed) failed")
         lines.append("  errors       \(errors) (ratio \(BlastFormat.fixed(errorRatio, 4)), "
             + "limit \(BlastFormat.fixed(configuration.maxErrorRatio, 4)))")

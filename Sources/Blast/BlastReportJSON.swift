@@ -5,13 +5,21 @@
 // milliseconds with microsecond precision. The fields:
 //
 //   messages_sent, messages_attempted, messages_failed, messages_unsent,
-//   messages_per_second, megabytes_per_second, bytes_sent, elapsed_seconds,
-//   cpu_seconds, cpu_microseconds_per_message, recipients_*, connection_*,
+//   messages_overdue, messages_per_second, megabytes_per_second, bytes_sent,
+//   elapsed_seconds, cpu_seconds, cpu_microseconds_per_message, recipients_*
+//   (delivered, deferred, bounced, aborted, overdue), connection_*,
 //   errors, error_ratio, max_error_ratio, passed, errors_by_type{},
 //   replies{code: count}, enhanced_replies{code: count},
 //   phases{phase: {count, p50_ms, p90_ms, p99_ms, p999_ms, max_ms, mean_ms}},
 //   time_series[{time, duration, sent, attempted, errors, messages_per_second,
 //   p50_ms, p90_ms, p99_ms, max_ms, backlog}], and the run's settings.
+//
+// messages_unsent counts the messages with no final reply: never handed over,
+// or cut off in flight at the --duration deadline. In open loop (--rate)
+// messages_overdue of them were due before the run ended: they are errors
+// (recipient_overdue, one per recipient, in errors and error_ratio) and are
+// timed in phases.end_to_end from their due time to the end of the run, so
+// sent + failed + unsent is every message the schedule held.
 
 /// A JSON value, enough for reports.
 enum BlastJSON {
@@ -158,6 +166,7 @@ extension BlastReport {
             ("messages_attempted", .integer(messagesAttempted)),
             ("messages_failed", .integer(messagesFailed)),
             ("messages_unsent", .integer(messagesUnsent)),
+            ("messages_overdue", .integer(messagesOverdue)),
             ("messages_per_second", .number(messagesPerSecond, decimals: 3)),
             ("bytes_sent", .integer(bytesSent)),
             ("megabytes_per_second", .number(megabytesPerSecond, decimals: 3)),
@@ -165,6 +174,7 @@ extension BlastReport {
             ("recipients_deferred", .integer(recipientsDeferred)),
             ("recipients_bounced", .integer(recipientsBounced)),
             ("recipients_aborted", .integer(recipientsAborted)),
+            ("recipients_overdue", .integer(recipientsOverdue)),
             ("connection_attempts", .integer(connectionAttempts)),
             ("connections_ready", .integer(connectionsReady)),
             ("connections_failed", .integer(connectionsFailed)),

@@ -21,15 +21,15 @@ final class BlastSlot: ClientConnectionDelegate {
     var ready = false                       /* the current connection finished its handshake */
     var settled = false                     /* warming: got ready or failed once */
     var quitting = false                    /* QUIT was asked for */
-    var abandoned = false                   /* closed by the worker while stopping: not an error */
+    var abandoned = false                   /* closed by the worker while stopping: not an error, results ignored */
     var retired = false                     /* gave up after failures in a row */
     var window = 1                          /* messages in flight allowed on this connection */
     var handedOver = 0                      /* messages given to the current connection */
     var failuresInARow = 0                  /* handshake failures since the last ready connection */
     var connectStart: UInt64 = 0            /* when the current connection began, monotonic ns */
     var retry: LoopTimer?                   /* pending reconnect after a failure */
-    private var sizes: [Int] = []           /* payload sizes in flight, oldest at sizesHead */
-    private var sizesHead = 0
+    private var carried: [(tag: Int, size: Int)] = []  /* messages in flight, oldest at carriedHead */
+    private var carriedHead = 0
 
     init(worker: BlastWorker, number: Int) {
         self.worker = worker
@@ -39,21 +39,30 @@ final class BlastSlot: ClientConnectionDelegate {
     /// True when the slot holds no connection and waits for no reconnect.
     var isDormant: Bool { connection == nil && retry == nil }
 
-    /// noteSize - a message of `size` octets was handed to the connection.
-    func noteSize(_ size: Int) {
-        sizes.append(size)
+    /// noteHandedOver - message `tag` of `size` octets was handed to the connection.
+    func noteHandedOver(_ tag: Int, size: Int) {
+        carried.append((tag, size))
     }
 
     /// takeSize - the size of the oldest message in flight, which just completed.
     func takeSize() -> Int {
-        guard sizesHead < sizes.count else { return 0 }
-        let size = sizes[sizesHead]
-        sizesHead += 1
-        if sizesHead == sizes.count {
-            sizes.removeAll(keepingCapacity: true)
-            sizesHead = 0
+        guard carriedHead < carried.count else { return 0 }
+        let size = carried[carriedHead].size
+        carriedHead += 1
+        if carriedHead == carried.count {
+            carried.removeAll(keepingCapacity: true)
+            carriedHead = 0
         }
         return size
+    }
+
+    /// takeInFlight - the tags of every message in flight, oldest first; none is in flight afterwards.
+    func takeInFlight() -> [Int] {
+        defer {
+            carried.removeAll(keepingCapacity: true)
+            carriedHead = 0
+        }
+        return carried[carriedHead...].map(\.tag)
     }
 
     // MARK: ClientConnectionDelegate
@@ -73,8 +82,8 @@ final class BlastSlot: ClientConnectionDelegate {
 
     func clientConnectionClosed(_ connection: ClientConnection, error: ClientConnectionError?) {
         guard connection === self.connection else { return }
-        sizes.removeAll(keepingCapacity: true)
-        sizesHead = 0
+        carried.removeAll(keepingCapacity: true)
+        carriedHead = 0
         worker.closed(self, error: error)
     }
 }

@@ -12,10 +12,17 @@
 //   running   closed loop: each ready slot keeps its window full from the
 //             share; open loop: a timer makes messages due and hands them to
 //             slots with room, one per slot per pass.
-//   stopping  the share is used up, the deadline passed or the run was
-//             interrupted: idle connections QUIT, connections still shaking
-//             hands are dropped, busy ones finish what they carry.
+//   stopping  the deadline passed or the run was interrupted: idle
+//             connections QUIT, connections still shaking hands are dropped;
+//             after an interrupt busy ones finish what they carry, at the
+//             deadline they are dropped too and what they carry is unsent.
 //   finished  every slot is closed; the tally goes to the coordinator.
+//
+// The run ends at the deadline (or when interrupted, or when every slot gave
+// up). In open loop every message due before then counts: one that got no
+// final reply by then, waiting for a connection or in flight, is overdue, an
+// error timed end to end up to the end of the run (see BlastStatistics.swift).
+// Closed loop has no due times: what is cut off is just unsent.
 //
 // A slot whose connection closes reconnects while there is work. After a
 // handshake failure it waits (100 ms per failure in a row), moves to the next
@@ -84,7 +91,7 @@ final class BlastWorker {
             stopTimer = timer
             let now = MonotonicClock.nanoseconds()
             let wait = start + duration > now ? start + duration - now : 0
-            timer.schedule(after: (wait + 999_999) / 1_000_000) { [unowned self] _ in stop() }
+            timer.schedule(after: (wait + 999_999) / 1_000_000) { [unowned self] _ in expire() }
         }
         if plan.isOpenLoop {
             scheduler = LoopTimer(loop: loop)
@@ -103,21 +110,38 @@ final class BlastWorker {
         return taken
     }
 
-    /// stop - send nothing more; let what is in flight finish.
+    /// stop - the run was interrupted: send nothing more; let what is in flight finish.
     func stop() {
+        wind(down: MonotonicClock.nanoseconds(), cuttingOff: false)
+    }
+
+    /// expire - the deadline passed: send nothing more; what is in flight is cut off.
+    private func expire() {
+        wind(down: deadline ?? MonotonicClock.nanoseconds(), cuttingOff: true)
+    }
+
+    /// wind - the run ends at `end`: count what was due and never went, close or QUIT every connection.
+    ///
+    /// `cuttingOff` drops the connections that carry messages instead of
+    /// waiting for their replies, which would come after the end: the
+    /// messages count unsent, and the replies of a dropped connection are
+    /// ignored (the slot is `abandoned`).
+    private func wind(down end: UInt64, cuttingOff: Bool) {
         guard state == .warming || state == .running else { return }
+        if state == .running { abandonSchedule(end: end) }
         state = .stopping
         scheduler?.close()
         stopTimer?.close()
-        tally.messagesUnsent += backlog.count - backlogHead
-        backlog.removeAll()
-        backlogHead = 0
         for slot in slots {
             slot.retry?.close()
             slot.retry = nil
             guard let connection = slot.connection else { continue }
             if !slot.ready {
                 slot.abandoned = true
+                connection.close()
+            } else if cuttingOff && connection.inFlight > 0 {
+                slot.abandoned = true
+                for n in slot.takeInFlight() { unsent(n, end: end) }
                 connection.close()
             } else if connection.inFlight == 0 && !slot.quitting {
                 slot.quitting = true
@@ -167,6 +191,9 @@ final class BlastWorker {
 
     /// completed - one message of `slot` has its outcome.
     func completed(_ slot: BlastSlot, _ connection: ClientConnection, _ result: TransactionResult, tag: Int, nanoseconds: UInt64) {
+        /* Cut off at the deadline: counted unsent already. */
+        guard !slot.abandoned else { return }
+
         /* After a failure the session reports what it carried as its own deferrals. */
         let aborted = !connection.isUsable && !slot.quitting
         let (sent, errors) = tally.count(result, aborted: aborted)
@@ -304,7 +331,7 @@ final class BlastWorker {
             slot.handedOver += 1
             handed += 1
             let message = plan.factory.message(n, date: dates.current())
-            slot.noteSize(message.payload.size)
+            slot.noteHandedOver(n, size: message.payload.size)
             connection.send(message, tag: n)
         }
 
@@ -321,26 +348,57 @@ final class BlastWorker {
     private func schedule() {
         guard state == .running, let scheduler else { return }
         let now = MonotonicClock.nanoseconds()
-        var next: UInt64 = 0
+        let next = makeDue(until: now)
+        dispatch()
+        guard let next, state == .running else { return }
+        let milliseconds = max(1, (next - now + 999_999) / 1_000_000)
+        scheduler.schedule(after: milliseconds) { [unowned self] _ in schedule() }
+    }
+
+    /// makeDue - open loop: every message of the share due by `now` joins the backlog; when the next is due, if any.
+    ///
+    /// The share (`budget`) holds only messages due before the deadline, so
+    /// the schedule ends there.
+    private func makeDue(until now: UInt64) -> UInt64? {
         while !schedulingDone {
             if let budget, issued >= budget {
                 schedulingDone = true
                 break
             }
             let n = plan.messageNumber(worker: index, local: issued)
-            next = plan.due(n, start: start)
-            if let deadline, next >= deadline {
-                schedulingDone = true
-                break
-            }
-            if next > now { break }
+            let due = plan.due(n, start: start)
+            if due > now { return due }
             backlog.append(n)
             issued += 1
         }
-        dispatch()
-        guard !schedulingDone, state == .running else { return }
-        let milliseconds = max(1, (next - now + 999_999) / 1_000_000)
-        scheduler.schedule(after: milliseconds) { [unowned self] _ in schedule() }
+        return nil
+    }
+
+    /// abandonSchedule - open loop: the run ended at `end`; what was due by then and still waits is overdue.
+    private func abandonSchedule(end: UInt64) {
+        guard plan.isOpenLoop else { return }
+        _ = makeDue(until: end)
+        schedulingDone = true
+        for n in backlog[backlogHead...] { unsent(n, end: end) }
+        backlog.removeAll()
+        backlogHead = 0
+    }
+
+    /// unsent - message `n` got no final reply before the run ended at `end`.
+    ///
+    /// In open loop it was due, so it is overdue: an error, timed from its due
+    /// time to the end as if it completed then. Closed loop has no due times.
+    private func unsent(_ n: Int, end: UInt64) {
+        guard plan.isOpenLoop else {
+            tally.messagesUnsent += 1
+            return
+        }
+        let due = plan.due(n, start: start)
+        let late = end > due ? end - due : 0
+        let recipients = plan.configuration.recipientsPerMessage
+        tally.overdue(recipients: recipients, nanoseconds: late)
+        sample.errors += recipients
+        sample.endToEnd.record(nanoseconds: late)
     }
 
     /// dispatch - open loop: one message per slot with room per pass, round-robin, until the backlog is empty.
@@ -375,15 +433,16 @@ final class BlastWorker {
     }
 
     /// checkFinished - when every slot is closed for good, hand the tally over.
+    ///
+    /// Still running here means the work ran out or every slot gave up: the
+    /// run ends now, and what the share holds beyond what was due is unsent.
     private func checkFinished() {
         guard state == .running || state == .stopping, slots.allSatisfy(\.isDormant) else { return }
+        if state == .running { abandonSchedule(end: MonotonicClock.nanoseconds()) }
         state = .finished
         scheduler?.close()
         stopTimer?.close()
         if let budget { tally.messagesUnsent += budget - issued }
-        tally.messagesUnsent += backlog.count - backlogHead
-        backlog.removeAll()
-        backlogHead = 0
         let last = sample
         sample = BlastSample()
         board.finished(tally: tally, sample: last)

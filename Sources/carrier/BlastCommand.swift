@@ -24,9 +24,15 @@ struct BlastCommand: ParsableCommand {
         Generated messages (--size) carry From, To, Subject, Date, Message-ID and \
         X-Carrier-Id: blast-<n>; a --message file has every {{n}} replaced by n.
 
-        Errors counted: failed connections (by type), recipients refused with 4xx or 5xx, and \
-        recipients cut off by a lost connection. The error ratio divides them by the recipients \
-        attempted plus the failed connections; above --max-error-ratio the exit status is 1.
+        Errors counted: failed connections (by type), recipients refused with 4xx or 5xx, \
+        recipients cut off by a lost connection, and in open loop the recipients of overdue \
+        messages. The error ratio divides them by the recipients attempted or overdue plus the \
+        failed connections; above --max-error-ratio the exit status is 1.
+
+        --duration ends the run at the deadline: messages still in flight are cut off and, like \
+        those never handed over, reported unsent. In open loop every message due before the \
+        deadline counts: one without a final reply is overdue, an error timed end to end up to \
+        the deadline, so a backlog shows in the percentiles.
         """
     )
 
