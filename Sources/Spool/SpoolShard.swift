@@ -523,6 +523,14 @@ public final class SpoolShard: @unchecked Sendable {
     /// durable, apply it and complete every append in it.
     private func commit(_ batch: [PendingAppend]) {
         guard !batch.isEmpty else { return }
+        if earlyRotationDue {
+            do {
+                try rotate()
+            } catch {
+                for item in batch { item.completion(.failure(error)) }
+                return
+            }
+        }
         var start = 0
         var size = 0
         for (position, item) in batch.enumerated() {
@@ -651,9 +659,13 @@ public final class SpoolShard: @unchecked Sendable {
 
     /// prepareNextIfDue - once the current segment is half full, zero-fill the next one on a
     /// helper thread (a spare `NNNNNNNN.seg.prep`, synced), so rotation is a rename. (Not
-    /// earlier: a small spool should not carry a 64 MiB spare per shard.)
+    /// earlier: a small spool should not carry a 64 MiB spare per shard.) A segment that
+    /// grows as it is written (a new spool's first, or one a failed spare left) gets its
+    /// spare once it holds `earlySpareAfter` octets, and is left for it as soon as it is
+    /// ready (`earlyRotationDue`): every sync into a growing file also journals its size.
     private func prepareNextIfDue() {
-        guard preallocates, preparer == nil, currentSize > configuration.segmentSize / 2 else { return }
+        guard preallocates, preparer == nil,
+              currentSize > configuration.segmentSize / 2 || (isGrowing && currentSize >= SpoolShard.earlySpareAfter) else { return }
         let number = currentSegment + 1
         guard !prepared.has(number) else { return }
         let path = segmentPath(number) + ".prep"
@@ -662,6 +674,17 @@ public final class SpoolShard: @unchecked Sendable {
         preparer = WorkerThread(name: "spool-prep") {
             prepared.set(number, ok: zeroFill(path, size: size))
         }
+    }
+
+    /// How much a growing segment holds before a spare is made for it.
+    static let earlySpareAfter = 1 << 20
+
+    /// Whether the current segment has no zero-filled tail: each write extends the file.
+    private var isGrowing: Bool { fileSize <= currentSize }
+
+    /// Whether to leave a growing segment now: its spare is ready.
+    private var earlyRotationDue: Bool {
+        preallocates && isGrowing && currentSize >= SpoolShard.earlySpareAfter && prepared.isReady(currentSegment + 1)
     }
 
     // MARK: compaction
@@ -1029,6 +1052,8 @@ final class PreparedSegment: @unchecked Sendable {
 
     func set(_ number: UInt32, ok: Bool) { lock.withLock { self.number = number; self.ok = ok } }
     func has(_ number: UInt32) -> Bool { lock.withLock { self.number == number } }
+    /// isReady - whether a good spare for `number` is made.
+    func isReady(_ number: UInt32) -> Bool { lock.withLock { self.number == number && ok } }
     /// take - whether a good spare for `number` is ready; forgets it either way.
     func take(_ number: UInt32) -> Bool {
         lock.withLock {

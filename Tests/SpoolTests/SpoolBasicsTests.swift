@@ -192,6 +192,34 @@ struct SpoolBasicsTests {
         spool!.close()
     }
 
+    @Test("A new spool's growing first segment is left for a zero-filled one soon after its first mebibyte")
+    func growingFirstSegmentIsLeftEarly() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let configuration = testConfiguration(folder.path, shards: 1, segmentSize: 8 << 20, durability: .fsync)
+        let spool = try Spool(configuration)
+        let body = String(repeating: "b", count: 1000)
+        var ids: [MessageID] = []
+        let second = folder.path + "/Queue/" + SpoolShard.folderName(0) + "/00000002.seg"
+        func fileSize(_ path: String) -> Int? {
+            var info = stat()
+            return stat(path, &info) == 0 ? Int(info.st_size) : nil
+        }
+        /* About 950 messages pass the first mebibyte; then the spare is made while more arrive. */
+        for round in 0..<1_600 where fileSize(second) == nil {
+            ids.append(try spool.enqueue(testMessage(["r\(round)@x.test"], body: body)))
+            if round >= 900 { usleep(10_000) }
+        }
+        #expect(ids.count > 900 && ids.count < 1_600, "\(ids.count) messages before the second segment")
+        #expect(fileSize(second) == configuration.segmentSize, "the second segment is the zero-filled spare")
+        let first = try #require(fileSize(folder.path + "/Queue/" + SpoolShard.folderName(0) + "/00000001.seg"))
+        #expect(first < 2 << 20, "the first segment was left at \(first) octets")
+        spool.close()
+        let reopened = try Spool(configuration)
+        #expect(pendingKeys(reopened).count == ids.count)
+        reopened.close()
+    }
+
     @Test("Once everything in it is delivered, a spool gives its segments back without waiting for a rotation")
     func deliveredSegmentsGoWithoutRotation() throws {
         let folder = TemporaryFolder()
