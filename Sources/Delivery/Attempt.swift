@@ -22,6 +22,8 @@ enum AttemptResult {
     case delivered(Reply)
     case temporary(Reply)
     case permanent(Reply)
+    /// Not sent: the message's own expiry time (`MessageMetadata.expires`) had passed.
+    case expired(Reply)
     /// The recipient left the spool meanwhile (purged): nothing to record.
     case gone
 
@@ -30,6 +32,7 @@ enum AttemptResult {
         case .delivered: .delivered
         case .temporary(let reply): .temporaryFailure(reply: reply.description)
         case .permanent(let reply): .permanentFailure(reply: reply.description)
+        case .expired: .expired
         case .gone: .permanentFailure(reply: "gone")
         }
     }
@@ -56,7 +59,9 @@ final class Attempt: PoolTransaction {
     var sent: [Int] = []
     /// Results known before sending (bad addresses).
     var presetResults: [AttemptResult?] = []
-    var bounceReplies: [RecipientRef: (Reply, String?)] = [:]
+    /// The reply and address of each recipient the scheduler disposes of because of this
+    /// attempt (bounced, or expired with its message), for the log and the bounce notice.
+    var finalReplies: [RecipientRef: (Reply, String?)] = [:]
     /// Recipients no longer in the spool: nothing is recorded for them.
     var gone: Set<RecipientRef> = []
 

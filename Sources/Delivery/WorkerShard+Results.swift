@@ -88,7 +88,9 @@ extension WorkerShard {
         let delivery = attempt.delivery
         let domain = scheduler.domainName(delivery.domain)
         let site = scheduler.siteName(delivery.site)
-        scheduler.complete(delivery, results: results.map(\.schedulerResult), now: now)
+        /* A retry is not due after the message's own expiry: it expires then (see `read`). */
+        let expires = attempt.prepared?.metadata.expires ?? 0
+        scheduler.complete(delivery, results: results.map(\.schedulerResult), now: now, expires: expires)
         /* A rule may have bounced a recipient that failed temporarily: it is logged and
            recorded once, as bounced with the reply that triggered the rule. */
         let disposed = scheduler.takeDisposedWithDomains()
@@ -109,16 +111,17 @@ extension WorkerShard {
                 logEvent(.delivered, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
                          reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency)
             case .temporary(let reply) where disposedRefs.contains(recipient.ref):
-                attempt.bounceReplies[recipient.ref] = (reply, address)
+                attempt.finalReplies[recipient.ref] = (reply, address)
             case .temporary(let reply):
-                let next = scheduler.retryTime(for: recipient, domain: delivery.domain, attempts: Int(recipient.attempts) + 1, now: now)
+                let next = scheduler.retryTime(for: recipient, domain: delivery.domain, attempts: Int(recipient.attempts) + 1, now: now,
+                                               expires: expires)
                 outcomes.append((key, .deferred(nextAttempt: next, reply: reply.description)))
                 counters[domain, default: DomainCounters()].deferred += 1
                 logEvent(.deferred, key: key, recipient: address, domain: domain, campaign: campaign, site: site, host: hop,
                          reply: reply, attempt: Int(recipient.attempts) + 1, latency: latency, nextAttempt: next)
-            case .permanent(let reply):
-                /* The scheduler disposes of it (bounced); recorded with the disposals below. */
-                attempt.bounceReplies[recipient.ref] = (reply, address)
+            case .permanent(let reply), .expired(let reply):
+                /* The scheduler disposes of it (bounced or expired); recorded with the disposals below. */
+                attempt.finalReplies[recipient.ref] = (reply, address)
             }
         }
         record(outcomes)
@@ -150,7 +153,7 @@ extension WorkerShard {
         for (recipient, disposal, domainIndex) in disposed where attempt?.gone.contains(recipient.ref) != true {
             let key = RecipientKey(message: MessageID(high: recipient.ref.messageHigh, low: recipient.ref.messageLow), index: recipient.ref.index)
             let campaign = campaignNames[Int(recipient.campaign)]
-            let known = attempt?.bounceReplies[recipient.ref]
+            let known = attempt?.finalReplies[recipient.ref]
             let domain: String? = scheduler.domainName(domainIndex)
             switch disposal {
             case .bounced(let text):
@@ -163,13 +166,14 @@ extension WorkerShard {
                                attempt: Int(recipient.attempts) + 1, latency: latency),
                      address: known?.1)
             case .expired:
-                let text = "4.4.7 delivery time expired after \(recipient.attempts) attempts"
+                /* Past max_age, or (with a known reply) past the message's own expiry time. */
+                let text = known?.0.text ?? "4.4.7 delivery time expired after \(recipient.attempts) attempts"
                 if let domain { counters[domain, default: DomainCounters()].expired += 1 }
                 note(FinalOutcome(key: key, outcome: .expired(reply: text), transactional: recipient.priority == .transactional,
                                   status: "4.4.7", diagnostic: text, remoteMTA: nil),
-                     logRecord(.expired, key: key, recipient: nil, domain: domain, campaign: campaign, site: nil, host: nil,
+                     logRecord(.expired, key: key, recipient: known?.1, domain: domain, campaign: campaign, site: nil, host: nil,
                                code: nil, enhanced: "4.4.7", text: text, attempt: Int(recipient.attempts)),
-                     address: nil)
+                     address: known?.1)
             }
         }
         if !unlogged.isEmpty { scheduleFlush() }

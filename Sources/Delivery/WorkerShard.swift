@@ -6,8 +6,9 @@
 // transaction, the shard reads the message and the recipients off the loop (the
 // spool's reads are blocking preads, done on the shard's reader queue), renders the
 // message, and gives it to the connection pool of the destination's first hop,
-// failing over to the next hop when a connection cannot be made. Results go back to
-// the scheduler, to the spool as outcome records and to the delivery log.
+// failing over to the next hop when a connection cannot be made (a message past its
+// own expiry time is not sent: its recipients expire). Results go back to the
+// scheduler, to the spool as outcome records and to the delivery log.
 //
 // Nothing here is shared with another shard: a recipient's domain decides its shard.
 
@@ -303,6 +304,10 @@ public final class WorkerShard: @unchecked Sendable {
         }
         let attempt = Attempt(shard: self, delivery: delivery, keys: keys, recipients: recipients)
         attempt.prepared = prepared
+        if prepared.metadata.expires != 0 && nowMilliseconds() >= prepared.metadata.expires {
+            expire(attempt, at: prepared.metadata.expires)
+            return
+        }
         let domain = scheduler.domainName(delivery.domain)
         router.resolve(domain, now: nowMilliseconds()) { [self] routing in
             switch routing {
@@ -323,6 +328,20 @@ public final class WorkerShard: @unchecked Sendable {
                 finish(attempt, results: keys.map { _ in .temporary(reply) }, hop: nil)
             }
         }
+    }
+
+    /// expire - the message's own expiry time (`MessageMetadata.expires`) passed before this
+    /// attempt: its recipients are not sent but finish as expired, like those past `max_age`
+    /// (spool outcome, log record, counters, a bounce notice by the usual rules).
+    ///
+    /// The check is lazy, made here when a transaction is about to start, so the scheduler
+    /// keeps no per-message time: a recipient held by a suspension or a pause expires when
+    /// it is next handed out (a deferred one is retried no later than the expiry time, see
+    /// `finish`). Finished on the next loop turn: `pump` may have started this attempt, and
+    /// many expired messages in a row must not nest `finish` and `pump` down the stack.
+    func expire(_ attempt: Attempt, at expires: Int64) {
+        let reply = localReply(451, "4.4.7", "message expired: its expiry time (\(rfc5322Date(expires))) passed before delivery")
+        loop.nextTurn { [self] in finish(attempt, results: attempt.keys.map { _ in .expired(reply) }, hop: nil) }
     }
 
     /// send - render the message for this transaction and give it to the first hop's pool.

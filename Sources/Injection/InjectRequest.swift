@@ -15,8 +15,11 @@
 // (and name). A recipient's substitutions win over the top-level ones; values
 // may be strings, numbers or booleans. Carrier's own optional fields: `class`
 // ("transactional" or "bulk"; default transactional for one recipient, bulk
-// for more), `campaign` and `tenant`. Unknown fields are ignored, as KumoMTA
-// does. Every problem is reported with the path of the field at fault.
+// for more), `campaign`, `tenant`, and the message's expiry time: `expires_in`
+// (seconds from now, a positive whole number) and/or `expires_at` (an RFC 3339
+// time in the future; with both, the earlier wins). Unknown fields are
+// ignored, as KumoMTA does. Every problem is reported with the path of the
+// field at fault.
 
 import Delivery
 import Foundation
@@ -121,6 +124,7 @@ struct InjectRequest {
         }
         if let value = fields["campaign"] { metadata.campaign = try string(value, "campaign") }
         if let value = fields["tenant"] { metadata.tenant = try string(value, "tenant") }
+        metadata.expires = try expiry(fields, now: now)
         return InjectRequest(message: NewMessage(sender: sender, body: content.body, metadata: metadata, recipients: recipients))
     }
 
@@ -195,6 +199,91 @@ struct InjectRequest {
         }
         guard let name, !name.isEmpty else { return "<\(email)>" }
         return "\"" + oneLine(String(name.unicodeScalars.filter { $0 != "\"" && $0 != "\\" })) + "\" <\(email)>"
+    }
+
+    // MARK: Expiry
+
+    /// expiry - the message's expiry time (ms since the epoch; 0: none) from `expires_in`
+    /// and `expires_at`; with both, the earlier.
+    private static func expiry(_ fields: [String: JSONValue], now: Int64) throws(InjectRequestError) -> Int64 {
+        var expires: Int64 = 0
+        if let value = fields["expires_in"] {
+            guard case .number(_, let text) = value, let seconds = Int64(text), seconds > 0 else {
+                let shown = if case .number(_, let text) = value { text } else { value.kind }
+                throw InjectRequestError(field: "expires_in", message: "must be a positive whole number of seconds, not \(shown)")
+            }
+            let (milliseconds, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+            let (time, late) = now.addingReportingOverflow(milliseconds)
+            guard !overflow && !late else { throw InjectRequestError(field: "expires_in", message: "\(seconds) seconds is too far ahead") }
+            expires = time
+        }
+        if let value = fields["expires_at"] {
+            let text = try string(value, "expires_at")
+            guard let time = rfc3339Milliseconds(text) else {
+                throw InjectRequestError(field: "expires_at", message: "must be an RFC 3339 time such as \"2026-05-04T12:30:00Z\", not \"\(text.prefix(64))\"")
+            }
+            guard time > now else { throw InjectRequestError(field: "expires_at", message: "\"\(text)\" is not in the future") }
+            expires = expires == 0 ? time : min(expires, time)
+        }
+        return expires
+    }
+
+    /// rfc3339Milliseconds - an RFC 3339 date-time (`2026-05-04T12:30:00Z`, `...00.250+02:00`;
+    /// `t` or a space for `T`, `z` for `Z`) in ms since the epoch; nil when it is not one.
+    /// Fractions below a millisecond are dropped; a leap second counts as the second before.
+    static func rfc3339Milliseconds(_ text: String) -> Int64? {
+        let octets = Array(text.utf8)
+        var at = 0
+        func number(_ width: Int) -> Int? {
+            guard at + width <= octets.count else { return nil }
+            var value = 0
+            for octet in octets[at..<(at + width)] {
+                guard octet >= UInt8(ascii: "0") && octet <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(octet - UInt8(ascii: "0"))
+            }
+            at += width
+            return value
+        }
+        func expect(_ choices: String) -> Bool {
+            guard at < octets.count, choices.utf8.contains(octets[at]) else { return false }
+            at += 1
+            return true
+        }
+        guard let year = number(4), expect("-"), let month = number(2), expect("-"), let day = number(2),
+              expect("Tt "), let hour = number(2), expect(":"), let minute = number(2), expect(":"), let second = number(2),
+              (1...12).contains(month), hour < 24, minute < 60, second <= 60 else { return nil }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let monthDays = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        guard (1...monthDays[month - 1]).contains(day) else { return nil }
+        var milliseconds = 0
+        if expect(".") {
+            var digits = 0
+            while at < octets.count, octets[at] >= UInt8(ascii: "0") && octets[at] <= UInt8(ascii: "9") {
+                if digits < 3 { milliseconds = milliseconds * 10 + Int(octets[at] - UInt8(ascii: "0")) }
+                digits += 1
+                at += 1
+            }
+            guard digits > 0 else { return nil }
+            for _ in digits..<max(digits, 3) { milliseconds *= 10 }
+        }
+        var offset = 0
+        if !expect("Zz") {
+            guard at < octets.count, octets[at] == UInt8(ascii: "+") || octets[at] == UInt8(ascii: "-") else { return nil }
+            let sign = octets[at] == UInt8(ascii: "-") ? -1 : 1
+            at += 1
+            guard let hours = number(2), expect(":"), let minutes = number(2), hours < 24, minutes < 60 else { return nil }
+            offset = sign * (hours * 60 + minutes)
+        }
+        guard at == octets.count else { return nil }
+        /* Days since 1970-01-01 of the civil date (Howard Hinnant's days_from_civil). */
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        let days = era * 146_097 + dayOfEra - 719_468
+        let seconds = ((days * 24 + hour) * 60 + minute - offset) * 60 + min(second, 59)
+        return Int64(seconds) * 1000 + Int64(milliseconds)
     }
 
     // MARK: Fields

@@ -5,7 +5,8 @@
 //   - take the priority class and campaign from the X-Carrier-Class and
 //     X-Carrier-Campaign header fields (removed here, so they never reach a
 //     recipient), else from the authenticated user's defaults, else from the
-//     listener's default class;
+//     listener's default class; and the message's expiry time from
+//     X-Carrier-Expires (seconds from now; removed too);
 //   - add a Received field (RFC 5321 §4.4) naming the client, the protocol
 //     (RFC 3848: ESMTP, ESMTPS, ESMTPA, ESMTPSA) and the queue id;
 //   - mark the message literal: the engine substitutes `{{field}}` merge
@@ -62,11 +63,13 @@ public enum SubmissionIntake {
     /// The header fields that steer a message inside Carrier; removed before storing.
     public static let classField: StaticString = "x-carrier-class"
     public static let campaignField: StaticString = "x-carrier-campaign"
+    public static let expiresField: StaticString = "x-carrier-expires"
 
-    /// prepare - the message to enqueue for `received`, stored under `id`.
+    /// prepare - the message to enqueue for `received`, stored under `id`; `now` (ms since
+    /// the epoch) is what X-Carrier-Expires counts from.
     public static func prepare(
         _ received: ReceivedMessage, id: MessageID, context: SubmissionContext,
-        defaults: SubmissionUserDefaults?, defaultPriority: PriorityClass
+        defaults: SubmissionUserDefaults?, defaultPriority: PriorityClass, now: Int64 = nowMilliseconds()
     ) throws(IntakeRefusal) -> NewMessage {
         let sender: String
         switch received.sender {
@@ -75,6 +78,7 @@ public enum SubmissionIntake {
         }
         var headerClass: String?
         var headerCampaign: String?
+        var headerExpires: String?
         var body: [UInt8] = []
         body.reserveCapacity(received.body.readableBytes + 256)
         appendReceivedField(received, id: id, context: context, to: &body)
@@ -87,6 +91,8 @@ public enum SubmissionIntake {
                     headerClass = fieldValue(bytes, start, stop)
                 } else if fieldNamed(campaignField, bytes, start, stop) {
                     headerCampaign = fieldValue(bytes, start, stop)
+                } else if fieldNamed(expiresField, bytes, start, stop) {
+                    headerExpires = fieldValue(bytes, start, stop)
                 } else {
                     body.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<stop]))
                 }
@@ -104,6 +110,12 @@ public enum SubmissionIntake {
             metadata.priority = priority
         }
         if let headerCampaign { metadata.campaign = String(headerCampaign.prefix(256)) }
+        if let headerExpires {
+            guard let expires = expiryTime(seconds: headerExpires, now: now) else {
+                throw IntakeRefusal(message: "X-Carrier-Expires must be a positive whole number of seconds, not \(headerExpires.prefix(64))")
+            }
+            metadata.expires = expires
+        }
         /* DSN requests (RFC 3461) travel in the hints: relayed to servers that offer DSN, and
            NOTIFY decides whether a failure sends a notice. */
         var dsn = DSNRequests(ret: received.mailParameters.dsnReturn?.rawValue, envelopeID: received.mailParameters.envelopeID)
@@ -122,6 +134,17 @@ public enum SubmissionIntake {
         metadata.hints = MessageHints.encode(literal: true, dsn: dsn)
         let recipients = received.recipients.map { NewRecipient($0.address.description) }
         return NewMessage(sender: sender, body: body, metadata: metadata, recipients: recipients)
+    }
+
+    /// expiryTime - `now` plus `seconds` (decimal digits, more than zero) in ms; nil when
+    /// the text is not such a number or the time would not fit.
+    static func expiryTime(seconds text: String, now: Int64) -> Int64? {
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              let seconds = Int64(text), seconds > 0 else { return nil }
+        let (milliseconds, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        guard !overflow else { return nil }
+        let (time, late) = now.addingReportingOverflow(milliseconds)
+        return late ? nil : time
     }
 
     /// appendReceivedField - `Received: from HELO ([IP]) by HOST (Carrier) with ESMTPSA id ID for <rcpt>; DATE`.

@@ -93,6 +93,10 @@ public enum DeliveryResult: Sendable, Equatable {
     case temporaryFailure(reply: String)
     /// 5xx.
     case permanentFailure(reply: String)
+    /// Not sent: the caller found the message past its own expiry time when it was about to
+    /// send it. The recipient leaves as `Disposal.expired`, like one past `max_age`; the
+    /// site's health does not hear of it (no server was asked).
+    case expired
 }
 
 /// Why a recipient left the scheduler without delivery.
@@ -715,7 +719,10 @@ public struct Scheduler {
 
     /// complete - the results of a delivery, one per recipient in order; `reply` is the
     /// transaction-level reply when the whole transaction failed (for response rules).
-    public mutating func complete(_ delivery: Delivery, results: [DeliveryResult], now: Int64) {
+    /// `expires` is the message's own expiry time (ms; 0: none): a temporary failure is not
+    /// retried later than that, so the caller finds the message expired at that retry
+    /// instead of hours after the time (the scheduler keeps no per-message state).
+    public mutating func complete(_ delivery: Delivery, results: [DeliveryResult], now: Int64, expires: Int64 = 0) {
         precondition(results.count == delivery.recipients.count, "one result per recipient of the delivery")
         let site = sites[delivery.site]
         site.inFlight -= 1
@@ -743,7 +750,10 @@ public struct Scheduler {
                         continue
                     }
                 }
-                retry(recipient, domain: delivery.domain, now: now)
+                retry(recipient, domain: delivery.domain, now: now, expires: expires)
+            case .expired:
+                allTemporary = false
+                dispose(recipient, .expired, domain: delivery.domain)
             }
         }
         if anyDelivered {
@@ -761,22 +771,22 @@ public struct Scheduler {
     }
 
     /// retry - defer a recipient after a temporary failure: exponential backoff with
-    /// jitter, never past its `max_age` deadline (at which it expires instead).
-    private mutating func retry(_ recipient: Recipient, domain: Int, now: Int64) {
+    /// jitter, never past its `max_age` deadline (at which it expires instead) nor past its
+    /// message's `expires` (0: none; the caller expires it when it comes due then).
+    private mutating func retry(_ recipient: Recipient, domain: Int, now: Int64, expires: Int64) {
         var recipient = recipient
         recipient.attempts &+= 1
-        let key = UInt64(truncatingIfNeeded: recipient.queued) ^ (UInt64(recipient.campaign) << 32) ^ UInt64(domain) &* 0x100_0000_01b3
-        let due = now + configuration.retry.delay(afterAttempts: Int(recipient.attempts), key: key)
-        let deadline = recipient.queued + configuration.retry.maxAge
+        let due = retryTime(for: recipient, domain: domain, attempts: Int(recipient.attempts), now: now, expires: expires)
         pendingCount += 1
-        deferRecipient(recipient, domain: domain, until: min(due, deadline))
+        deferRecipient(recipient, domain: domain, until: due)
     }
 
     /// retryTime - when a recipient failing for the `attempts`-th time at `now` is retried
     /// (the time `complete` uses), for tests and the delivery log.
-    public func retryTime(for recipient: Recipient, domain: Int, attempts: Int, now: Int64) -> Int64 {
+    public func retryTime(for recipient: Recipient, domain: Int, attempts: Int, now: Int64, expires: Int64 = 0) -> Int64 {
         let key = UInt64(truncatingIfNeeded: recipient.queued) ^ (UInt64(recipient.campaign) << 32) ^ UInt64(domain) &* 0x100_0000_01b3
-        return min(now + configuration.retry.delay(afterAttempts: attempts, key: key), recipient.queued + configuration.retry.maxAge)
+        let due = min(now + configuration.retry.delay(afterAttempts: attempts, key: key), recipient.queued + configuration.retry.maxAge)
+        return expires == 0 ? due : min(due, expires)
     }
 
     /// connectionFailed - a connection to the site failed, or it answered 421: counts

@@ -29,6 +29,10 @@ struct SendCommand: ParsableCommand {
     @Flag(help: "Enqueue as bulk mail instead of transactional.")
     var bulk = false
 
+    @Option(help: ArgumentHelp("Expire the message this many seconds from now: recipients not delivered by then are returned to the sender, not sent.",
+                               valueName: "seconds"))
+    var expiresIn: Int64?
+
     @Option(help: ArgumentHelp("A delivery log to write a `received` record per recipient to.", valueName: "file"))
     var log: String?
 
@@ -41,6 +45,9 @@ struct SendCommand: ParsableCommand {
         }
         for recipient in recipients {
             do { _ = try MailAddress(parsing: recipient) } catch { throw ValidationError("\(recipient): \(error)") }
+        }
+        if let expiresIn, expiresIn <= 0 || expiresIn > Int64.max / 1000 - nowMilliseconds() / 1000 {
+            throw ValidationError("--expires-in must be a positive number of seconds, not \(expiresIn)")
         }
         var body: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -64,9 +71,11 @@ struct SendCommand: ParsableCommand {
         defer { opened.close() }
         reportRecovery(opened, command: "carrier send")
         let id: MessageID
+        let expires = expiresIn.map { nowMilliseconds() + $0 * 1000 } ?? 0
         do {
             id = try opened.enqueue(NewMessage(sender: from, body: body,
-                                               metadata: MessageMetadata(campaign: campaign, priority: bulk ? .bulk : .transactional, hints: MessageHints.literal),
+                                               metadata: MessageMetadata(campaign: campaign, priority: bulk ? .bulk : .transactional,
+                                                                         expires: expires, hints: MessageHints.literal),
                                                recipients: recipients.map { NewRecipient($0) }))
         } catch {
             throw ValidationError("enqueue failed: \(error)")

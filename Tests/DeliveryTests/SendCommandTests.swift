@@ -30,6 +30,29 @@ struct SendCommandTests {
         let log = (try? String(contentsOfFile: folder.file("delivery.log"), encoding: .utf8)) ?? ""
         #expect(log.split(separator: "\n").filter { $0.contains("\"event\":\"received\"") }.count == 2, "\(log)")
     }
+
+    /// --expires-in stores the message's expiry time (seconds from now); a value that is not
+    /// a positive number fails the command before anything is queued.
+    @Test func expiresInSetsTheMessagesExpiryTime() throws {
+        let carrier = try #require(builtExecutable("carrier"), "the carrier executable is built next to the tests")
+        let folder = TemporaryFolder("send-expires")
+        defer { folder.remove() }
+        func send(_ seconds: String, output: String) throws -> Int32? {
+            let script = "printf 'Subject: code\\r\\n\\r\\n123456\\r\\n' | '\(carrier)' send --spool '\(folder.file("Queue"))' --expires-in \(seconds) -f a@origin.test one@dest.test"
+            return try ChildProcess("/bin/sh", ["-c", script], outputPath: folder.file(output)).wait(seconds: 30)
+        }
+        #expect(try send("0", output: "zero.out") != 0)
+        #expect(try pendingRecipients(folder) == 0)
+        let before = Int64(Date().timeIntervalSince1970 * 1_000)
+        #expect(try send("600", output: "good.out") == 0)
+        let after = Int64(Date().timeIntervalSince1970 * 1_000)
+        let output = (try? String(contentsOfFile: folder.file("good.out"), encoding: .utf8)) ?? ""
+        let id = try #require(output.split(separator: " ").last.flatMap { MessageID(String($0.filter { !$0.isNewline })) }, "\(output)")
+        let spool = try Spool(SpoolConfiguration(directory: folder.file("Queue"), readOnly: true))
+        defer { spool.close() }
+        let expires = try spool.shards[shardIndex(domain: "dest.test", shards: spool.shards.count)].message(id).metadata.expires
+        #expect(expires >= before + 600_000 && expires <= after + 600_000, "\(expires - before)")
+    }
 }
 
 /// pendingRecipients - pending recipients of the spool in `folder`, read-only (0 when there is none yet).

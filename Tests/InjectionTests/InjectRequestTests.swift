@@ -72,6 +72,14 @@ import Testing
             (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test", "substitutions": {"x": [1]}}]}"#, "recipients[0].substitutions.x", "string, number or boolean"),
             (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "substitutions": "x"}"#, "substitutions", "must be an object"),
             (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "class": "urgent"}"#, "class", "transactional"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "expires_in": 0}"#, "expires_in", "positive whole number of seconds, not 0"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "expires_in": -5}"#, "expires_in", "positive whole number"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "expires_in": 1.5}"#, "expires_in", "positive whole number"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "expires_in": "600"}"#, "expires_in", "not a string"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "expires_in": 9223372036854775807}"#, "expires_in", "too far ahead"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "expires_at": "tomorrow"}"#, "expires_at", "RFC 3339"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "expires_at": 1796083200}"#, "expires_at", "must be a string"),
+            (#"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}], "expires_at": "2026-11-29T00:00:00Z"}"#, "expires_at", "not in the future"),
         ]
         for (json, field, message) in cases {
             do {
@@ -81,6 +89,31 @@ import Testing
                 #expect(error.field == field, "\(json) -> \(error)")
                 #expect(error.message.contains(message), "\(json) -> \(error)")
             }
+        }
+    }
+
+    /// `expires_in` counts seconds from the request; `expires_at` is an RFC 3339 time (any
+    /// offset, fractions to the millisecond); with both, the earlier wins; with neither, none.
+    @Test func expiryFieldsSetTheMessagesExpiryTime() throws {
+        let base = #"{"envelope_sender": "a@b.test", "content": "x", "recipients": [{"email": "a@b.test"}]"#
+        let now: Int64 = 1_796_000_000_000          /* 2026-11-30T00:53:20Z */
+        #expect(try parse(base + "}").metadata.expires == 0)
+        #expect(try parse(base + #", "expires_in": 600}"#).metadata.expires == now + 600_000)
+        #expect(try parse(base + #", "expires_at": "2026-12-01T00:00:00Z"}"#).metadata.expires == 1_796_083_200_000)
+        #expect(try parse(base + #", "expires_at": "2026-11-30T08:13:20.25+02:00"}"#).metadata.expires == 1_796_019_200_250)
+        #expect(try parse(base + #", "expires_in": 600, "expires_at": "2026-12-01T00:00:00Z"}"#).metadata.expires == now + 600_000)
+        #expect(try parse(base + #", "expires_in": 86400, "expires_at": "2026-11-30T01:00:00Z"}"#).metadata.expires == 1_796_000_400_000)
+    }
+
+    @Test func rfc3339TimesAreReadStrictly() {
+        #expect(InjectRequest.rfc3339Milliseconds("1970-01-01T00:00:00Z") == 0)
+        #expect(InjectRequest.rfc3339Milliseconds("1969-12-31t23:00:00z") == -3_600_000)
+        #expect(InjectRequest.rfc3339Milliseconds("1970-01-01 00:00:00-01:00") == 3_600_000)
+        #expect(InjectRequest.rfc3339Milliseconds("2028-02-29T23:59:60Z") == 1_835_481_599_000, "a leap day; a leap second counts as :59")
+        #expect(InjectRequest.rfc3339Milliseconds("2026-11-30T06:13:20.123456Z") == 1_796_019_200_123)
+        for bad in ["", "2026-11-30", "2026-11-30T10:00:00", "2026-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-11-30T24:00:00Z",
+                    "2026-11-30T10:60:00Z", "2026-11-30T10:00:00.Z", "2026-11-30T10:00:00+0200", "2026-11-30T10:00:00Z ", "26-11-30T10:00:00Z"] {
+            #expect(InjectRequest.rfc3339Milliseconds(bad) == nil, "\(bad)")
         }
     }
 }

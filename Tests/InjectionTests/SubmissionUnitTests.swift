@@ -102,6 +102,27 @@ import Testing
         }
     }
 
+    /// X-Carrier-Expires: seconds from the receipt, removed like the other steering fields;
+    /// anything but a positive whole number is refused (550 5.6.0, like a bad class).
+    @Test func anExpiresHeaderSetsTheExpiryAndABadOneIsRefused() throws {
+        let message = try SubmissionIntake.prepare(try received("Subject: code\r\nX-Carrier-Expires: \t600 \r\n\r\n123456\r\n"), id: id,
+                                                   context: context, defaults: nil, defaultPriority: .transactional, now: 1_000_000)
+        #expect(message.metadata.expires == 1_600_000)
+        #expect(!String(decoding: message.body, as: UTF8.self).lowercased().contains("x-carrier-expires"), "removed before storing")
+        let plain = try SubmissionIntake.prepare(try received("Subject: x\r\n\r\nbody\r\n"), id: id, context: context,
+                                                 defaults: nil, defaultPriority: .transactional, now: 1_000_000)
+        #expect(plain.metadata.expires == 0)
+        for bad in ["0", "-60", "10m", "1.5", "", "+600", "99999999999999999999", "9223372036854775"] {
+            do {
+                _ = try SubmissionIntake.prepare(try received("X-Carrier-Expires: \(bad)\r\n\r\nbody\r\n"), id: id, context: context,
+                                                 defaults: nil, defaultPriority: .transactional, now: 1_000_000)
+                Issue.record("accepted X-Carrier-Expires: \(bad)")
+            } catch {
+                #expect(error is IntakeRefusal && "\(error)".contains("X-Carrier-Expires must be a positive whole number of seconds"), "\(error)")
+            }
+        }
+    }
+
     @Test func obsoleteSpaceBeforeTheColonIsStillAField() throws {
         let message = try SubmissionIntake.prepare(try received("X-Carrier-Class \t: bulk\r\nX-Carrier-Classic: keep\r\n\r\nbody\r\n"), id: id,
                                                    context: context, defaults: nil, defaultPriority: .transactional)

@@ -151,6 +151,39 @@ struct RetryExpiryTests {
         #expect(scheduler.next(now: 10_000) == nil)
     }
 
+    @Test("Message expiry: a retry is never due after the message's expiry time; without one, the usual schedule")
+    func retryCappedAtMessageExpiry() throws {
+        var scheduler = TestScheduler(configuration(retry: RetryPolicy(retryInterval: 60_000, maxRetryInterval: 60_000, maxAge: 1_000_000, jitter: 0)))
+        let site = scheduler.site("mx")
+        let domain = scheduler.domain("one.test", site: site)
+        scheduler.submit(recipient(1), domain: domain, now: 0)
+        scheduler.submit(recipient(2), domain: domain, now: 0)
+        let first = try scheduler.required(now: 0)
+        scheduler.complete(first, results: first.recipients.map { _ in plainTemporary }, now: 100, expires: 700)
+        #expect(try scheduler.requiredWakeup() == 700)
+        #expect(scheduler.retryTime(for: first.recipients[0], domain: domain, attempts: 1, now: 100, expires: 700) == 700)
+        #expect(scheduler.retryTime(for: first.recipients[0], domain: domain, attempts: 1, now: 100) == 60_100)
+        #expect(scheduler.next(now: 699) == nil)
+        #expect(try scheduler.required(now: 700).recipients.map(\.id) == [1, 2])
+    }
+
+    @Test("Message expiry: an expired result disposes of the recipients as expired and leaves the site's health alone")
+    func expiredResult() throws {
+        var scheduler = TestScheduler(configuration(shaping: Shaping(sites: ["mx": Limits(maxConnections: 8, initialConnections: 4)])))
+        let site = scheduler.site("mx")
+        let domain = scheduler.domain("one.test", site: site)
+        scheduler.submit(recipient(1), domain: domain, now: 0)
+        scheduler.submit(recipient(2), domain: domain, now: 0)
+        let delivery = try scheduler.required(now: 0)
+        #expect(scheduler.inFlightCount == 2)
+        scheduler.completeAll(delivery, .expired, now: 10)
+        let disposed = scheduler.takeDisposed()
+        #expect(disposed.map(\.0.id) == [1, 2] && disposed.allSatisfy { $0.1 == .expired })
+        #expect(scheduler.pendingCount == 0 && scheduler.inFlightCount == 0)
+        #expect(scheduler.concurrency(site: site) == 4, "neither a success nor a failure of the site")
+        #expect(scheduler.next(now: 1_000_000) == nil)
+    }
+
     @Test("max_age: a recipient submitted with a due time past its deadline still expires at the deadline")
     func submittedPastDeadline() {
         var scheduler = TestScheduler(configuration(retry: RetryPolicy(maxAge: 10_000, jitter: 0)))
