@@ -237,6 +237,11 @@ final class ConnectionPool {
     }
 
     private func retryWaiting() {
+        /* A checkin, a second place or a closed connection may have taken the last waiting
+           transaction since the timer was armed: it then took this pool off the gate's
+           count already, and counting it off again would tell every pool of the site that
+           nobody waits (fair shares and idle connections never given back). */
+        guard !waiting.isEmpty else { return }
         while let first = waiting.first, open(for: first) { waiting.removeFirst() }
         if waiting.isEmpty {
             gate.waiting.subtract(1, ordering: .relaxed)
