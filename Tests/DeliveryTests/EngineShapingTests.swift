@@ -14,10 +14,12 @@ import Testing
 @Suite("Engine shaping", .serialized)
 struct EngineShapingTests {
     /// A domain limited to 100 messages/s (burst 5) never receives more than 100 x t + 5
-    /// messages in any window of t seconds, by the receiver's clock, with 2 messages of
+    /// messages in any window of t seconds, by the receiver's clock, with 5 messages of
     /// slack: the rate governs when transactions start, and the time from a start to the
-    /// arrival varies (by tens of milliseconds under AddressSanitizer), so arrivals can
-    /// bunch a little; the millisecond timestamps round as well.
+    /// arrival varies (by tens of milliseconds under AddressSanitizer on a loaded machine:
+    /// 2.9 over once in CI), so arrivals can bunch a little; the millisecond timestamps
+    /// round as well. Without the limit the 300 would arrive within a fraction of a second,
+    /// hundreds over.
     @Test func rateLimitHoldsAtTheReceiver() throws {
         let folder = TemporaryFolder()
         defer { folder.remove() }
@@ -35,7 +37,7 @@ struct EngineShapingTests {
         let times = try readSinkRecord(folder.path + "/record.jsonl").map { milliseconds($0.time) }.sorted()
         #expect(times.count == 300)
         let worst = worstExcess(times, rate: 100, burst: 5)
-        #expect(worst <= 2, "a window held \(worst) messages more than the rate allows")
+        #expect(worst <= 5, "a window held \(worst) messages more than the rate allows")
         /* And it was not much slower than the limit either: 300 at 100/s is about 3 s. */
         #expect(times.last! - times.first! < 4_500)
         spool.close()
@@ -59,7 +61,7 @@ struct EngineShapingTests {
         #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 300)
         let times = try readSinkRecord(folder.path + "/record.jsonl").map { milliseconds($0.time) }.sorted()
         let worst = worstExcess(times, rate: 100, burst: 5)
-        #expect(worst <= 2, "a window held \(worst) messages more than the site's rate allows (slack as above)")
+        #expect(worst <= 5, "a window held \(worst) messages more than the site's rate allows (slack as above)")
         spool.close()
     }
 
@@ -373,9 +375,6 @@ func milliseconds(_ time: String) -> Int64 {
     return Int64((formatter.date(from: time)?.timeIntervalSince1970 ?? 0) * 1000)
 }
 
-/// enqueueAcrossBothShards - one personalised campaign of `count` recipients, alternating
-/// between a domain of shard 0 and a domain of shard 1 (a two-shard spool), so one site is
-/// shared by both worker shards.
 /// enqueueAcrossBothShards - `count` personalised recipients alternating between a domain
 /// of shard 0 and one of shard 1; those two domains.
 @discardableResult
