@@ -12,7 +12,10 @@
 #   1. smtp-source -> smtp-sink          1 KB   (the reference client)
 #   2. carrier blast -> smtp-sink        1 KB   (client against client: bar 1)
 #   3. carrier blast -> carrier sink     1 KB   (sink against sink: bar 2, with run 2)
-#   4. smtp-source -> smtp-sink, carrier blast -> smtp-sink and -> carrier sink with 50 KB
+#   4. carrier blast --chunking -> smtp-sink and -> carrier sink, 1 KB: the same client
+#      offering BDAT (RFC 3030) where the server does; smtp-sink does not offer CHUNKING,
+#      so against it the client uses DATA as in run 2
+#   5. smtp-source -> smtp-sink, carrier blast -> smtp-sink and -> carrier sink with 50 KB
 # CPU time is the client's own user+sys (/usr/bin/time); messages/s is messages over
 # the client's wall time. Nothing here runs beyond loopback.
 set -eu
@@ -89,6 +92,16 @@ for size in 1000 51200; do
     timed "blast-carrier-$size" "$CARRIER" blast --to 127.0.0.1:$PORT_CARRIER --connections "$CONNECTIONS" \
         --messages "$MESSAGES" --size "$size" --quiet --max-error-ratio 0 --json "$OUT/blast-carrier-$size.json"
     stop_sink
+    if [ "$size" = 1000 ]; then
+        start_postfix_sink
+        timed "chunking-postfix-$size" "$CARRIER" blast --to 127.0.0.1:$PORT_POSTFIX --connections "$CONNECTIONS" --chunking \
+            --messages "$MESSAGES" --size "$size" --quiet --max-error-ratio 0 --json "$OUT/chunking-postfix-$size.json"
+        stop_sink
+        start_carrier_sink "chunking-$size"
+        timed "chunking-carrier-$size" "$CARRIER" blast --to 127.0.0.1:$PORT_CARRIER --connections "$CONNECTIONS" --chunking \
+            --messages "$MESSAGES" --size "$size" --quiet --max-error-ratio 0 --json "$OUT/chunking-carrier-$size.json"
+        stop_sink
+    fi
 done
 
 echo "| run ($MESSAGES messages, $CONNECTIONS connections) | messages/s | MB/s | client CPU µs/message | wall s |"
@@ -97,4 +110,8 @@ for size in 1000 51200; do
     row "source-postfix-$size" "smtp-source -> smtp-sink, $size B" "$size"
     row "blast-postfix-$size" "carrier blast -> smtp-sink, $size B" "$size"
     row "blast-carrier-$size" "carrier blast -> carrier sink, $size B" "$size"
+    if [ "$size" = 1000 ]; then
+        row "chunking-postfix-$size" "carrier blast --chunking -> smtp-sink (DATA: not offered), $size B" "$size"
+        row "chunking-carrier-$size" "carrier blast --chunking -> carrier sink (BDAT), $size B" "$size"
+    fi
 done
