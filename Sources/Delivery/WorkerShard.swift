@@ -70,6 +70,8 @@ public final class WorkerShard: @unchecked Sendable {
     var domainIndex: [String: Int] = [:]
     var resolving: [String: [PendingRecipient]] = [:]
     var inFlight = 0
+    /// True while `accept` queues a list (see there).
+    var accepting = false
     /// Final outcomes waiting for their recipients' addresses (for the log) from the reader queue.
     var addressLookups = 0
     /// Outcomes and log records waiting for the next flush (see `scheduleFlush`).
@@ -166,9 +168,14 @@ public final class WorkerShard: @unchecked Sendable {
 
     // MARK: feed
 
-    /// accept - new pending recipients: route their domains and queue them.
+    /// accept - new pending recipients: route their domains and queue them, then start what
+    /// may go. A route known at once (a static route, a cached lookup) answers inside the
+    /// loop: its domain must not start a transaction before the rest of the list is queued,
+    /// or the first recipient of each domain would travel alone.
     func accept(_ list: [PendingRecipient]) {
         let now = nowMilliseconds()
+        accepting = true
+        defer { accepting = false }
         for recipient in list {
             let domain = recipient.domain
             if let index = domainIndex[domain] {
@@ -206,14 +213,14 @@ public final class WorkerShard: @unchecked Sendable {
                 counters[domain, default: DomainCounters()].bounced += 1
             }
             finalize(finals)
-            pump()
+            if !accepting { pump() }
             return
         case .failure(.temporary):
             index = scheduler.domain(domain, site: scheduler.site("unresolved:" + domain))
         }
         domainIndex[domain] = index
         for recipient in waiting { submit(recipient, domain: index, now: now) }
-        pump()
+        if !accepting { pump() }
     }
 
     func submit(_ recipient: PendingRecipient, domain: Int, now: Int64) {
