@@ -305,7 +305,15 @@ final class ConnectionPool {
         for connection in all { connection.retire() }
     }
 
-    var isEmpty: Bool { open == 0 }
+    /// True when nothing is open and nothing waits for a slot: only then may a reload drop
+    /// the pool (one waiting for a slot has transactions to finish and is counted at the gate).
+    var isEmpty: Bool { open == 0 && waiting.isEmpty }
+
+    deinit {
+        /* A timer's handle outlives its owner until closed, and its callback holds this pool unowned. */
+        waitTimer?.close()
+        idleWatch?.close()
+    }
 }
 
 /// One connection of a pool and the transactions it carries (one, or two when the second is

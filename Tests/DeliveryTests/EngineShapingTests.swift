@@ -190,6 +190,36 @@ struct EngineShapingTests {
         spool.close()
     }
 
+    /// A reload while one shard's pool waits for the site's only connection slot keeps that
+    /// pool: its transactions still finish, the engine stops, and the gate's count of waiting
+    /// pools is not left behind. (Dropped, the pool's armed retry timer fired on a freed pool.)
+    @Test func reloadKeepsAPoolThatWaitsForASlot() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let sink = try startRecordingSink(record: folder.path + "/record.jsonl") { $0.replyDelayMilliseconds = 50 }
+        let spool = try testSpool(folder.path)
+        try enqueueAcrossBothShards(spool, count: 20)
+        let route = Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])
+        var configuration = engineConfiguration(routes: [route])
+        configuration.scheduler = SchedulerConfiguration(shaping: Shaping(sites: [route.siteName: Limits(maxConnections: 1, initialConnections: 1)]))
+        let engine = try DeliveryEngine(spool: spool, configuration: configuration)
+        var status = engine.status()
+        for _ in 0..<500 where status.inFlight < 2 {
+            usleep(2_000)
+            status = engine.status()
+        }
+        #expect(status.inFlight >= 2, "both shards have a transaction under way (one waits for the slot): \(status)")
+        engine.reload(configuration)
+        usleep(100_000)
+        engine.reload(configuration)
+        status = drain(engine, seconds: 30)
+        engine.stop()
+        sink.stop()
+        #expect(status.byDomain.values.reduce(0) { $0 + $1.delivered } == 20)
+        #expect(status.inFlight == 0)
+        spool.close()
+    }
+
     /// A domain answering 451 is retried on the configured schedule (compressed to
     /// milliseconds), then expires; the log has a record for each step and the sender of
     /// the transactional message gets a DSN.
