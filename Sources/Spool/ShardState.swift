@@ -160,6 +160,8 @@ struct ShardState {
     var fresh: [PendingRecipient] = []
     /// Set when a segment's last live reference goes: the writer then wants compaction.
     var emptiedSegment = false
+    /// The segment of the record `apply` is applying.
+    private var applying: UInt32 = 0
 
     /// held - whether a message's record is referenced: while it has pending recipients
     /// or is open.
@@ -175,7 +177,8 @@ struct ShardState {
     private mutating func dropRef(_ segment: UInt32) {
         guard segment != 0, let refs = segments[segment]?.liveRefs else { return }
         segments[segment]!.liveRefs = refs - 1
-        if refs == 1 { emptiedSegment = true }
+        /* The segment being written is never deleted: its emptying is no news. */
+        if refs == 1 && segment != applying { emptiedSegment = true }
     }
 
     private mutating func wrote(_ segment: UInt32) {
@@ -186,6 +189,7 @@ struct ShardState {
 
     /// apply - one record's effect. `body` is type octet and payload, as framed on disk.
     mutating func apply(_ body: UnsafeRawBufferPointer, segment: UInt32, offset: UInt32) throws(ShortRecord) {
+        applying = segment
         var reader = RecordReader(body)
         switch RecordType(rawValue: try reader.u8()) {
         case .message:

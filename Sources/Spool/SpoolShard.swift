@@ -524,12 +524,9 @@ public final class SpoolShard: @unchecked Sendable {
     private func commit(_ batch: [PendingAppend]) {
         guard !batch.isEmpty else { return }
         if earlyRotationDue {
-            do {
-                try rotate()
-            } catch {
-                for item in batch { item.completion(.failure(error)) }
-                return
-            }
+            /* Only a speed-up: if the move fails, the batch goes into the growing segment,
+               whose own write and sync then report any real trouble. */
+            try? rotate()
         }
         var start = 0
         var size = 0
