@@ -21,7 +21,14 @@
 #     recipient with two substitutions, plus a top-level one) to `carrier serve --hold
 #     --http-listen`, ROUNDS times against the same spool; timed by curl (time_total: from
 #     connecting to the last byte of the 200, which is sent after the fdatasync).
-# Medians over the rounds; the ratio is Carrier's median rate over Postfix's.
+#     Both SMTP servers are measured in two CPU layouts, each round running all four:
+#       shared:    no pinning; server, smtp-source and the kernel share every CPU;
+#       dedicated: the server on CPU SERVER_CPUS (default 0: `taskset -c`, which Postfix's
+#                  master passes on to every daemon it starts), smtp-source on CLIENT_CPUS
+#                  (default 1), the usual set-up of a load test, where the generator must
+#                  not take its CPU from the system under test. Needs 2 CPUs; LAYOUTS=shared
+#                  runs the first layout only.
+# Medians over the rounds; the ratio is Carrier's median rate over Postfix's in one layout.
 # Nothing leaves 127.0.0.0/8; every step is bounded by TIMEOUT seconds (default 600).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,6 +41,9 @@ PORT_POSTFIX=${PORT_POSTFIX:-2551}
 PORT_HTTP=${PORT_HTTP:-2552}
 TIMEOUT=${TIMEOUT:-600}
 TOKEN=benchmark-token-0123456789
+LAYOUTS=${LAYOUTS:-shared dedicated}
+SERVER_CPUS=${SERVER_CPUS:-0}
+CLIENT_CPUS=${CLIENT_CPUS:-1}
 
 die() { echo "injection-vs-postfix.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (Postfix's master does)"
@@ -42,6 +52,14 @@ die() { echo "injection-vs-postfix.sh: $*" >&2; exit 1; }
 command -v curl >/dev/null || die "curl is missing: apt-get install curl"
 [[ "$MESSAGES" =~ ^[0-9]+$ && "$MESSAGES" -ge 100 ]] || die "MESSAGES must be a number >= 100"
 [[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || die "ROUNDS must be a positive number"
+for layout in $LAYOUTS; do
+    case $layout in
+    shared) ;;
+    dedicated) [ "$(nproc)" -ge 2 ] || die "the dedicated layout needs 2 CPUs (LAYOUTS=shared runs without it)"
+               command -v taskset >/dev/null || die "taskset is missing: apt-get install util-linux" ;;
+    *) die "unknown layout $layout (shared, dedicated)" ;;
+    esac
+done
 
 WORK=$(mktemp -d /tmp/injection-vs-postfix.XXXXXX)
 chmod 755 "$WORK"     # Postfix daemons (postfix, nobody) reach their instance through it
@@ -60,22 +78,27 @@ wait_port() {
     for _ in $(seq 1 100); do timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null && return 0; sleep 0.1; done
     die "nothing listens on 127.0.0.1:$1"
 }
-inject() { # inject PORT: smtp-source's wall time in seconds
+# pin LAYOUT ROLE: the command prefix that puts ROLE (server, client) on its CPUs, or nothing
+pin() {
+    [ "$1" = dedicated ] || return 0
+    if [ "$2" = server ]; then echo "taskset -c $SERVER_CPUS"; else echo "taskset -c $CLIENT_CPUS"; fi
+}
+inject() { # inject PORT LAYOUT: smtp-source's wall time in seconds
     local start end
     start=$(now)
-    timeout "$TIMEOUT" /usr/sbin/smtp-source -d -s 50 -l 1000 -m "$MESSAGES" -f sender@bench.test -t rcpt@peer.test "127.0.0.1:$1" ||
+    timeout "$TIMEOUT" $(pin "$2" client) /usr/sbin/smtp-source -d -s 50 -l 1000 -m "$MESSAGES" -f sender@bench.test -t rcpt@peer.test "127.0.0.1:$1" ||
         die "smtp-source failed against port $1"
     end=$(now)
     elapsed "$start" "$end"
 }
 
-carrier_round() {
-    local round=$1 dir="$WORK/carrier-$1" seconds pending
+carrier_round() { # carrier_round ROUND LAYOUT
+    local round=$1 layout=$2 dir="$WORK/carrier-$1-$2" seconds pending
     mkdir -p "$dir"
-    "$CARRIER" serve --spool "$dir/spool" --hold --quiet --smtp-listen "127.0.0.1:$PORT_CARRIER" >"$dir/serve.log" 2>&1 &
+    $(pin "$layout" server) "$CARRIER" serve --spool "$dir/spool" --hold --quiet --smtp-listen "127.0.0.1:$PORT_CARRIER" >"$dir/serve.log" 2>&1 &
     SERVE_PID=$!
     wait_port "$PORT_CARRIER"
-    seconds=$(inject "$PORT_CARRIER")
+    seconds=$(inject "$PORT_CARRIER" "$layout")
     kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || die "carrier serve failed: $(cat "$dir/serve.log")"
     SERVE_PID=
     pending=$("$CARRIER" queue stats --spool "$dir/spool" --json | sed -n 's/.*"pending":\([0-9]*\).*/\1/p' | head -1)
@@ -84,11 +107,11 @@ carrier_round() {
     echo "$seconds"
 }
 
-postfix_round() {
-    local round=$1 dir="$WORK/postfix-$1" seconds count
-    HOLD=1 NO_LOG=1 "$HELPER" start "$dir" "$PORT_POSTFIX" maildir >/dev/null
+postfix_round() { # postfix_round ROUND LAYOUT
+    local round=$1 layout=$2 dir="$WORK/postfix-$1-$2" seconds count
+    HOLD=1 NO_LOG=1 $(pin "$layout" server) "$HELPER" start "$dir" "$PORT_POSTFIX" maildir >/dev/null
     wait_port "$PORT_POSTFIX"
-    seconds=$(inject "$PORT_POSTFIX")
+    seconds=$(inject "$PORT_POSTFIX" "$layout")
     count=$("$HELPER" queue-count "$dir")
     "$HELPER" stop "$dir" >/dev/null
     [ "$count" = "$MESSAGES" ] || die "Postfix round $round: the queue holds $count messages, not $MESSAGES"
@@ -96,15 +119,15 @@ postfix_round() {
     echo "$seconds"
 }
 
-echo "SMTP injection: $MESSAGES messages of 1000 octets, smtp-source -d -s 50, $ROUNDS rounds" >&2
-: >"$WORK/carrier.txt"; : >"$WORK/postfix.txt"
+echo "SMTP injection: $MESSAGES messages of 1000 octets, smtp-source -d -s 50, $ROUNDS rounds, layouts: $LAYOUTS" >&2
+for layout in $LAYOUTS; do : >"$WORK/carrier-$layout.txt"; : >"$WORK/postfix-$layout.txt"; done
 for round in $(seq 1 "$ROUNDS"); do
-    c=$(carrier_round "$round"); echo "$c" >>"$WORK/carrier.txt"
-    p=$(postfix_round "$round"); echo "$p" >>"$WORK/postfix.txt"
-    printf '  round %d: Carrier %.2f s (%.0f msg/s), Postfix %.2f s (%.0f msg/s)\n' "$round" "$c" "$(echo "$MESSAGES / $c" | bc -l)" "$p" "$(echo "$MESSAGES / $p" | bc -l)" >&2
+    for layout in $LAYOUTS; do
+        c=$(carrier_round "$round" "$layout"); echo "$c" >>"$WORK/carrier-$layout.txt"
+        p=$(postfix_round "$round" "$layout"); echo "$p" >>"$WORK/postfix-$layout.txt"
+        printf '  round %d, %s: Carrier %.2f s (%.0f msg/s), Postfix %.2f s (%.0f msg/s)\n' "$round" "$layout" "$c" "$(echo "$MESSAGES / $c" | bc -l)" "$p" "$(echo "$MESSAGES / $p" | bc -l)" >&2
+    done
 done
-CM=$(median <"$WORK/carrier.txt"); PM=$(median <"$WORK/postfix.txt")
-CR=$(echo "$MESSAGES / $CM" | bc -l); PR=$(echo "$MESSAGES / $PM" | bc -l)
 
 echo "HTTP injection: one request with 10,000 personalised recipients, $ROUNDS times" >&2
 python3 - "$WORK/campaign.json" <<'PY'
@@ -137,5 +160,10 @@ SIZE=$(stat -c %s "$WORK/campaign.json")
 echo
 echo "| measure (median of $ROUNDS) | Carrier | Postfix | ratio |"
 echo "|---|---:|---:|---:|"
-printf '| SMTP injection, %d msgs, smtp-source -d -s 50 -l 1000 | %.0f msg/s (%.2f s) | %.0f msg/s (%.2f s) | %.1fx |\n' "$MESSAGES" "$CR" "$CM" "$PR" "$PM" "$(echo "$CR / $PR" | bc -l)"
+for layout in $LAYOUTS; do
+    CM=$(median <"$WORK/carrier-$layout.txt"); PM=$(median <"$WORK/postfix-$layout.txt")
+    CR=$(echo "$MESSAGES / $CM" | bc -l); PR=$(echo "$MESSAGES / $PM" | bc -l)
+    where=$([ "$layout" = dedicated ] && echo "server on CPU $SERVER_CPUS, smtp-source on CPU $CLIENT_CPUS" || echo "CPUs shared")
+    printf '| SMTP injection, %d msgs, smtp-source -d -s 50 -l 1000, %s | %.0f msg/s (%.2f s) | %.0f msg/s (%.2f s) | %.1fx |\n' "$MESSAGES" "$where" "$CR" "$CM" "$PR" "$PM" "$(echo "$CR / $PR" | bc -l)"
+done
 printf '| HTTP: 10,000-recipient personalised campaign (%d-octet JSON), 200 after fdatasync | %.3f s | - | - |\n' "$SIZE" "$HM"

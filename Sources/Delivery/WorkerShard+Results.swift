@@ -186,13 +186,29 @@ extension WorkerShard {
     /// addresses are read while the recipients are still pending. Until then the shard
     /// does not count as quiet, so a stop does not leave them unrecorded.
     func logWithAddresses(_ records: [DeliveryLogRecord], keys: [RecipientKey], then finals: [FinalOutcome]) {
-        @Sendable func filled(_ addresses: [NewRecipient]?) -> [DeliveryLogRecord] {
-            guard let addresses, addresses.count == records.count else { return records }
+        /* A large operator bounce goes in slices, so the reader queue serves deliveries in
+           between and no slice holds a million addresses. */
+        let slice = 1024
+        if keys.count > slice {
+            for start in stride(from: 0, to: keys.count, by: slice) {
+                let end = min(start + slice, keys.count)
+                logWithAddresses(Array(records[start..<end]), keys: Array(keys[start..<end]), then: Array(finals[start..<end]))
+            }
+            return
+        }
+        @Sendable func filled(_ addresses: [NewRecipient?]) -> [DeliveryLogRecord] {
+            guard addresses.count == records.count else { return records }
             return zip(records, addresses).map { record, address in
                 var record = record
-                record.recipient = address.address
+                if let address { record.recipient = address.address }
                 return record
             }
+        }
+        /* One read for the slice; when it fails (a record compacted away, a recipient
+           already final), each key on its own, so one missing address loses only itself. */
+        @Sendable func lookUp(_ shard: SpoolShard) -> [NewRecipient?] {
+            if let all = try? shard.recipients(keys) { return all }
+            return keys.map { (try? shard.recipients([$0]))?.first }
         }
         if let cached = spoolShard.cachedRecipients(keys) {
             unlogged.append(contentsOf: filled(cached))
@@ -205,7 +221,7 @@ extension WorkerShard {
         let thread = self.thread
         addressLookups += 1
         reader.async {
-            log?.append(contentsOf: filled(try? shard.recipients(keys)))
+            log?.append(contentsOf: filled(lookUp(shard)))
             let posted = thread.execute { [self] _ in
                 addressLookups -= 1
                 finalize(finals)
@@ -232,54 +248,59 @@ extension WorkerShard {
     }
 
     /// sendNotice - read the message and the recipients' addresses (reader queue), queue
-    /// a DSN to the sender, then record the outcomes. A null sender gets none.
+    /// a DSN to the sender, then record the outcomes. A null sender gets none. Until the
+    /// outcomes are handed back (or the notice waits for its retry) the shard is not quiet,
+    /// so a stop does not leave a notice queued and its outcomes unrecorded (sent again
+    /// after the restart).
     func sendNotice(_ id: MessageID, _ items: [FinalOutcome]) {
         let shard = spoolShard
         let spool = self.spool
         let thread = self.thread
         let hostname = configuration.hostname
+        noticesInProgress += 1
+        /* done - back on the loop: the notice is queued (or owed none); record the outcomes. */
+        @Sendable func done() {
+            thread.execute { [self] _ in
+                noticesInProgress -= 1
+                record(items.map { ($0.key, $0.outcome) })
+            }
+        }
         reader.async {
             let keys = items.map(\.key)
-            if let message = try? shard.message(id), !message.sender.isEmpty,
-               let addresses = try? shard.recipients(keys) {
-                /* A recipient whose NOTIFY (RFC 3461) leaves out FAILURE gets no notice. */
-                let dsn = MessageHints.dsn(message.metadata.hints)
-                let notices = zip(items, addresses).compactMap { item, address -> BounceNotice? in
-                    let index = Int(item.key.index)
-                    guard dsn.wantsFailureNotice(recipient: index) else { return nil }
-                    return BounceNotice(recipient: address.address, status: item.status, diagnostic: item.diagnostic, remoteMTA: item.remoteMTA,
-                                        originalRecipient: dsn.recipients[index]?.originalRecipient)
-                }
-                guard !notices.isEmpty else {
-                    thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
-                    return
-                }
-                let headers = DeliveryStatusNotification.headers(of: message.body)
-                let body = DeliveryStatusNotification.build(
-                    originalSender: message.sender, originalMessageID: headerValue("message-id", in: headers) ?? "<\(id)@\(hostname)>",
-                    originalHeaders: headers, notices: notices, reportingMTA: hostname, queueID: id.description, date: nowMilliseconds(),
-                    envelopeID: dsn.envelopeID)
-                spool.enqueue(NewMessage(sender: "", body: body, metadata: MessageMetadata(priority: .transactional),
-                                         recipients: [NewRecipient(message.sender)])) { result in
-                    if case .failure(let error) = result {
-                        /* The outcomes stay unrecorded, so the notice is still owed: tried again
-                           in a minute (and, should the process end first, after the restart
-                           delivers or bounces the recipients again). */
-                        writeStandardError("carrier: queueing the bounce notice for \(id) failed: \(error); trying again in \(WorkerShard.noticeRetryMilliseconds / 1000) s\n")
-                        thread.execute { [self] loop in
-                            guard !stopping else { return }
-                            LoopTimer(loop: loop).schedule(after: WorkerShard.noticeRetryMilliseconds) { [self] timer in
-                                timer.close()
-                                sendNotice(id, items)
-                            }
-                        }
-                        return
-                    }
-                    thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
-                }
-                return
+            guard let message = try? shard.message(id), !message.sender.isEmpty else { return done() }
+            /* One read for all; when that fails, each on its own: a recipient whose address
+               cannot be read is left out of the notice rather than losing the notice. */
+            let addresses = (try? shard.recipients(keys)) ?? keys.map { (try? shard.recipients([$0]))?.first }
+            /* A recipient whose NOTIFY (RFC 3461) leaves out FAILURE gets no notice. */
+            let dsn = MessageHints.dsn(message.metadata.hints)
+            let notices = zip(items, addresses).compactMap { item, address -> BounceNotice? in
+                let index = Int(item.key.index)
+                guard let address, dsn.wantsFailureNotice(recipient: index) else { return nil }
+                return BounceNotice(recipient: address.address, status: item.status, diagnostic: item.diagnostic, remoteMTA: item.remoteMTA,
+                                    originalRecipient: dsn.recipients[index]?.originalRecipient)
             }
-            thread.execute { [self] _ in record(items.map { ($0.key, $0.outcome) }) }
+            guard !notices.isEmpty else { return done() }
+            let headers = DeliveryStatusNotification.headers(of: message.body)
+            let body = DeliveryStatusNotification.build(
+                originalSender: message.sender, originalMessageID: headerValue("message-id", in: headers) ?? "<\(id)@\(hostname)>",
+                originalHeaders: headers, notices: notices, reportingMTA: hostname, queueID: id.description, date: nowMilliseconds(),
+                envelopeID: dsn.envelopeID)
+            spool.enqueue(NewMessage(sender: "", body: body, metadata: MessageMetadata(priority: .transactional),
+                                     recipients: [NewRecipient(message.sender)])) { result in
+                guard case .failure(let error) = result else { return done() }
+                /* The outcomes stay unrecorded, so the notice is still owed: tried again in a
+                   minute (and, should the process end first, after the restart delivers or
+                   bounces the recipients again). */
+                writeStandardError("carrier: queueing the bounce notice for \(id) failed: \(error); trying again in \(WorkerShard.noticeRetryMilliseconds / 1000) s\n")
+                thread.execute { [self] loop in
+                    noticesInProgress -= 1
+                    guard !stopping else { return }
+                    LoopTimer(loop: loop).schedule(after: WorkerShard.noticeRetryMilliseconds) { [self] timer in
+                        timer.close()
+                        sendNotice(id, items)
+                    }
+                }
+            }
         }
     }
 

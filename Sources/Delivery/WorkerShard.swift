@@ -74,6 +74,8 @@ public final class WorkerShard: @unchecked Sendable {
     var accepting = false
     /// Final outcomes waiting for their recipients' addresses (for the log) from the reader queue.
     var addressLookups = 0
+    /// Bounce notices being read and queued whose outcomes are not yet recorded (`sendNotice`).
+    var noticesInProgress = 0
     /// Outcomes and log records waiting for the next flush (see `scheduleFlush`).
     var unrecorded: [(RecipientKey, Outcome)] = []
     var unlogged: [DeliveryLogRecord] = []
@@ -486,7 +488,7 @@ public final class WorkerShard: @unchecked Sendable {
     }
 
     func waitForQuiet(_ completion: @escaping @Sendable () -> Void) {
-        if inFlight == 0 && addressLookups == 0 {
+        if inFlight == 0 && addressLookups == 0 && noticesInProgress == 0 {
             flush()
             for pool in Array(pools.values) + retiredPools { pool.closeIdle() }
             completion()

@@ -158,6 +158,10 @@ struct ShardState {
     /// due-time heap is then not kept, and `fresh` collects what the next commit added.
     var subscribed = false
     var fresh: [PendingRecipient] = []
+    /// Messages stored in several shards whose recipients wait, here, until every shard's
+    /// part is durable (`Spool.enqueue`): neither `fresh` nor the due heap gets them before
+    /// `releaseWithheld`, so a message whose other part fails is never delivered in part.
+    var withheld: [MessageID: [RecipientKey]] = [:]
     /// Set when a segment's last live reference goes: the writer then wants compaction.
     var emptiedSegment = false
     /// The segment of the record `apply` is applying.
@@ -239,6 +243,7 @@ struct ShardState {
             messages[id] = MessageEntry(segment: 0, offset: 0, live: 0, campaign: 0, priority: .bulk, created: 0)
         }
         let created = messages[id]!.created
+        let withholding = !withheld.isEmpty && withheld[id] != nil
         var added: UInt32 = 0
         segments[segment, default: SegmentInfo(bytes: 0)].refsWritten += Int(count)
         for _ in 0..<count {
@@ -263,7 +268,9 @@ struct ShardState {
             }
             addRef(segment)
             if !replaying {
-                if subscribed {
+                if withholding {
+                    withheld[id]!.append(key)
+                } else if subscribed {
                     self.fresh.append(describe(key, fresh))
                 } else {
                     heap.insert(DueItem(time: created, key: key))
@@ -389,6 +396,22 @@ struct ShardState {
         heap.insert(DueItem(time: entry.nextAttempt, key: key))
     }
 
+    /// releaseWithheld - stop withholding `id`; with `feed`, its recipients still pending go
+    /// to the due heap, or are returned for the subscriber when there is one.
+    mutating func releaseWithheld(_ id: MessageID, feed: Bool) -> [PendingRecipient] {
+        guard let keys = withheld.removeValue(forKey: id), feed else { return [] }
+        var out: [PendingRecipient] = []
+        for key in keys {
+            guard let entry = pending[key] else { continue }
+            if subscribed {
+                out.append(describe(key, entry))
+            } else {
+                heap.insert(DueItem(time: entry.nextAttempt, key: key))
+            }
+        }
+        return out
+    }
+
     func describe(_ key: RecipientKey, _ entry: PendingEntry) -> PendingRecipient {
         let message = messages[key.message]
         return PendingRecipient(key: key, segment: entry.segment, offset: entry.offset, attempts: entry.attempts,
@@ -416,12 +439,13 @@ struct ShardState {
     }
 
     /// deletable - segments (other than `current`) nothing live refers to and no
-    /// remaining segment pins, in an order safe to unlink them: a segment comes after the
-    /// segments that pinned it (whose recipients its outcomes finalised), so a crash
-    /// between two unlinks never brings finished recipients back. A chain of pins (each
-    /// delivered segment's outcomes in the next one) goes in one call.
-    func deletable(current: UInt32) -> [UInt32] {
-        var order: [UInt32] = []
+    /// remaining segment pins, in rounds safe to unlink in order: a segment comes in a
+    /// round after the segments that pinned it (whose recipients its outcomes finalised);
+    /// the caller makes each round's unlinks durable before the next, so a crash never
+    /// brings finished recipients back. A chain of pins (each delivered segment's outcomes
+    /// in the next one) goes in one call.
+    func deletable(current: UInt32) -> [[UInt32]] {
+        var rounds: [[UInt32]] = []
         var gone = Set<UInt32>()
         while true {
             let round = segments.compactMap { number, info -> UInt32? in
@@ -429,8 +453,8 @@ struct ShardState {
                 let pinned = info.pinnedBy.contains { $0 != number && segments[$0] != nil && !gone.contains($0) }
                 return pinned ? nil : number
             }.sorted()
-            if round.isEmpty { return order }
-            order += round
+            if round.isEmpty { return rounds }
+            rounds.append(round)
             gone.formUnion(round)
         }
     }

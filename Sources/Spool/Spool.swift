@@ -93,7 +93,8 @@ public final class Spool: Sendable {
 
     /// enqueue - store a message under `id`; `completion` runs (on a spool thread) with the
     /// id once every shard's part is durable, or with the error of the first part that failed
-    /// (then the parts that were stored are cancelled, so nothing of it is delivered).
+    /// (then the parts that were stored are cancelled, so nothing of it is delivered: the
+    /// recipients of a message in several shards are handed out only once all are durable).
     public func enqueue(_ message: NewMessage, id: MessageID = Spool.newID(),
                         completion: @escaping @Sendable (Result<MessageID, SpoolError>) -> Void) {
         guard !message.recipients.isEmpty else {
@@ -111,6 +112,12 @@ public final class Spool: Sendable {
                 .append(DecodedRecipient(index: UInt32(index), address: recipient.address, variables: recipient.variables))
         }
         let tracker = PartTracker(id: id, parts: parts, spool: self, completion: completion)
+        if parts.count > 1 {
+            /* No part is delivered before every part is durable: a part that fails would
+               otherwise leave the others delivered while the client hears of a failure and
+               sends the whole message again. */
+            for shard in parts.keys { shards[shard].withhold(id) }
+        }
         for (shard, recipients) in parts {
             var out = RecordWriter(capacity: message.body.count + 64 * recipients.count + 128)
             encodeMessage(&out, id: id, created: created, sender: message.sender, body: message.body, metadata: message.metadata)
@@ -182,11 +189,15 @@ private final class PartTracker: @unchecked Sendable {
             return state.remaining == 0 ? (state.stored, state.failure) : nil
         }
         guard let finished else { return }
+        let withheld = parts.count > 1
         guard let failure = finished.failure else {
+            if withheld { for shard in parts.keys { spool.shards[shard].releaseWithheld(id, feed: true) } }
             completion(.success(id))
             return
         }
-        /* Cancel the parts that were stored, so a retried enqueue is not delivered twice. */
+        /* Cancel the parts that were stored, so a retried enqueue is not delivered twice;
+           they were never handed out. */
+        if withheld { for shard in parts.keys { spool.shards[shard].releaseWithheld(id, feed: false) } }
         for shard in finished.stored {
             let outcomes = parts[shard]!.map { (RecipientKey(message: id, index: $0.index), Outcome.cancelled(reason: "enqueue failed in another shard")) }
             spool.shards[shard].record(outcomes) { _ in }

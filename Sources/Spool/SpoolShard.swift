@@ -725,16 +725,21 @@ public final class SpoolShard: @unchecked Sendable {
             return retiredReaders
         }
         for fd in retired { Glibc.close(fd) }
-        let dead = monitor.withLock { state.deletable(current: currentSegment) }
-        guard !dead.isEmpty else { return }
+        let rounds = monitor.withLock { state.deletable(current: currentSegment) }
+        guard !rounds.isEmpty else { return }
         monitor.withLock {
-            for number in dead {
+            for number in rounds.joined() {
                 state.segments[number] = nil
                 if let fd = readers.removeValue(forKey: number) { retiredReaders.append(fd) }
             }
         }
-        for number in dead { unlink(segmentPath(number)) }
-        try? syncDirectory(directory)
+        /* Round by round, each made durable before the next: a later round holds the
+           outcomes that kept an earlier one's recipients from replaying, and a crash must not
+           leave the earlier segment without them. */
+        for round in rounds {
+            for number in round { unlink(segmentPath(number)) }
+            try? syncDirectory(directory)
+        }
     }
 
     /// rewriteForward - append copies of everything still live in segment `number`: message
@@ -793,15 +798,33 @@ public final class SpoolShard: @unchecked Sendable {
 
     /// subscribe - every pending recipient now, and from here on each recipient that becomes
     /// pending, as soon as its record is durable: `handler` runs on the shard's writer thread
-    /// with each commit's new recipients (it must only hand them on). From then on the
+    /// with each commit's new recipients (it must only hand them on); the recipients of a
+    /// message stored in several shards come once all its parts are durable, from the
+    /// writer thread of the shard that finished last. From then on the
     /// subscriber owns retry timing: `due` no longer hands out anything.
     public func subscribe(_ handler: @escaping @Sendable ([PendingRecipient]) -> Void) -> [PendingRecipient] {
         monitor.withLock {
             subscriber = handler
             state.subscribed = true
             state.heap = Heap()
-            return state.pending.map { state.describe($0.key, $0.value) }
+            if state.withheld.isEmpty { return state.pending.map { state.describe($0.key, $0.value) } }
+            return state.pending.compactMap { state.withheld[$0.key.message] == nil ? state.describe($0.key, $0.value) : nil }
         }
+    }
+
+    /// withhold - keep the recipients that later appends add for `id` from the subscriber
+    /// and from `due` until `releaseWithheld(id, feed:)` (a message with parts in several
+    /// shards is handed out only once every part is durable).
+    func withhold(_ id: MessageID) {
+        monitor.withLock { state.withheld[id] = [] }
+    }
+
+    /// releaseWithheld - hand the withheld message's pending recipients to the subscriber
+    /// (on the calling thread) or to `due`; with `feed` false only forget them (the message
+    /// failed in another shard and its stored part is being cancelled).
+    func releaseWithheld(_ id: MessageID, feed: Bool) {
+        let (released, subscriber) = monitor.withLock { (state.releaseWithheld(id, feed: feed), self.subscriber) }
+        if !released.isEmpty, let subscriber { subscriber(released) }
     }
 
     /// unsubscribe - stop telling the subscriber about new recipients (`due` stays off: the

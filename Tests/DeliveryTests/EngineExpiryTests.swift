@@ -130,6 +130,33 @@ struct EngineExpiryTests {
     }
 
     /// waitFor - the engine's status once `done` holds, or after 20 s.
+    /// 2,500 recipients of one expired bulk message are logged one by one with their
+    /// addresses: the addresses are read in slices of 1,024 (three here), each slice's
+    /// records matched to its own recipients.
+    @Test func aLargeExpiredMessageIsLoggedRecipientByRecipient() throws {
+        let folder = TemporaryFolder()
+        defer { folder.remove() }
+        let spool = try testSpool(folder.path)
+        let now = Int64(Date().timeIntervalSince1970 * 1_000)
+        let addresses = (0..<2_500).map { "r\($0)@dest.test" }
+        let stale = try spool.enqueue(NewMessage(sender: "news@sender.test", body: Array("Subject: offer\r\n\r\nover\r\n".utf8),
+                                                 metadata: MessageMetadata(priority: .bulk, expires: now - 1_000),
+                                                 recipients: addresses.map { NewRecipient($0) }))
+        let log = folder.file("delivery.log")
+        let engine = try DeliveryEngine(spool: spool, configuration: engineConfiguration(
+            routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: 9)])], log: log))
+        let status = waitFor(engine) { $0.byDomain["dest.test"]?.expired == 2_500 }
+        engine.stop()
+        #expect(status.byDomain["dest.test"]?.expired == 2_500)
+        let records = try logRecords(log).filter { ($0["message_id"] as? String) == stale.description }
+        #expect(records.count == 2_500)
+        #expect(records.allSatisfy { ($0["event"] as? String) == "expired" })
+        /* Every address once: a slice given another slice's addresses would repeat some. */
+        #expect(Set(records.compactMap { $0["recipient"] as? String }) == Set(addresses))
+        #expect(spool.shards.reduce(0) { $0 + $1.pendingCount } == 0)
+        spool.close()
+    }
+
     private func waitFor(_ engine: DeliveryEngine, _ done: (ShardStatus) -> Bool) -> ShardStatus {
         let deadline = Date().addingTimeInterval(20)
         var status = engine.status()

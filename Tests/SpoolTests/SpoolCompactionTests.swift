@@ -78,4 +78,19 @@ struct SpoolCompactionTests {
         shard.release(fixture.key)
         #expect(shard.due(now: fixture.nextAttempt, limit: 100).map(\.key) == [fixture.key])
     }
+
+    @Test("Dead segments come in rounds: a segment whose outcomes finalised another's recipients after it")
+    func deadSegmentsComeInPinOrder() {
+        var state = ShardState()
+        /* 1's recipients were finalised by outcomes in 2, 2's by outcomes in 3; 5 is alone;
+           6 is still live, and 7 (pinned by 6) must wait for it; 8 is being written. */
+        state.segments[1] = SegmentInfo(bytes: 10)
+        state.segments[2] = SegmentInfo(bytes: 10, pinnedBy: [1])
+        state.segments[3] = SegmentInfo(bytes: 10, pinnedBy: [2])
+        state.segments[5] = SegmentInfo(bytes: 10)
+        state.segments[6] = SegmentInfo(bytes: 10, liveRefs: 1)
+        state.segments[7] = SegmentInfo(bytes: 10, pinnedBy: [6])
+        state.segments[8] = SegmentInfo(bytes: 10)
+        #expect(state.deletable(current: 8) == [[1, 5], [2], [3]])
+    }
 }
