@@ -152,6 +152,9 @@ public final class WorkerShard: @unchecked Sendable {
             }
             router = Router(routes: configuration.routes, resolver: resolver, mxPort: configuration.mxPort)
             scheduler.reconfigure(Self.schedulerConfiguration(configuration))
+            for (name, id) in campaignIDs {
+                scheduler.setCampaignWeight(id, weight: configuration.scheduler.shaping.campaignWeights[name] ?? 1)
+            }
             retiredPools.removeAll { $0.isEmpty }
             for pool in pools.values {
                 pool.closeIdle()
@@ -242,6 +245,7 @@ public final class WorkerShard: @unchecked Sendable {
         let id = UInt32(campaignNames.count)
         campaignNames.append(name)
         campaignIDs[name] = id
+        if let weight = configuration.scheduler.shaping.campaignWeights[name] { scheduler.setCampaignWeight(id, weight: weight) }
         return id
     }
 

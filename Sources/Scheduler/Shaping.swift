@@ -63,13 +63,18 @@ public struct Shaping: Sendable, Equatable {
     public var sites: [String: Limits]
     /// By recipient domain (lowercase).
     public var domains: [String: Limits]
+    /// Bulk campaigns' shares by campaign name: in a domain's round-robin among its bulk
+    /// campaigns, one of weight 3 takes three transactions per turn where one of the
+    /// default weight 1 takes one.
+    public var campaignWeights: [String: Int]
 
     public init(defaults: Limits = .defaults, mxSuffixes: [String: Limits] = [:], sites: [String: Limits] = [:],
-                domains: [String: Limits] = [:]) {
+                domains: [String: Limits] = [:], campaignWeights: [String: Int] = [:]) {
         self.defaults = defaults.over(.defaults)
         self.mxSuffixes = mxSuffixes
         self.sites = sites
         self.domains = domains
+        self.campaignWeights = campaignWeights
     }
 
     /// suffixMatch - the longest configured suffix that one of `mxHosts` ends with.

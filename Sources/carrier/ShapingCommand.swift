@@ -45,6 +45,7 @@ struct ShapingCommand: ParsableCommand {
         for (suffix, limits) in shaping.mxSuffixes.sorted(by: { $0.key < $1.key }) { print("mx_suffix \(suffix): \(describe(limits))") }
         for (site, limits) in shaping.sites.sorted(by: { $0.key < $1.key }) { print("site \(site): \(describe(limits))") }
         for (domain, limits) in shaping.domains.sorted(by: { $0.key < $1.key }) { print("domain \(domain): \(describe(limits))") }
+        for (campaign, weight) in shaping.campaignWeights.sorted(by: { $0.key < $1.key }) { print("campaign \(campaign): weight \(weight)") }
         print("scheduler: domain_burst=\(configuration.domainBurst)")
         let retry = configuration.retry
         print("retry: first after \(retry.retryInterval) ms, doubling to \(retry.maxRetryInterval) ms, expire after \(retry.maxAge) ms, jitter \(retry.jitter)")

@@ -87,6 +87,8 @@ struct ShapingFileTests {
             max_connections = 3
             [scheduler]
             domain_burst = 1
+            [campaign."spring sale"]
+            weight = 3
             [retry]
             retry_interval = "250ms"
             [[rule]]
@@ -110,6 +112,7 @@ struct ShapingFileTests {
         #expect(domain.maxConnections == 3)
         #expect(configuration.retry.retryInterval == 250)
         #expect(configuration.domainBurst == 1)
+        #expect(configuration.shaping.campaignWeights == ["spring sale": 3])
         #expect(configuration.retry.maxAge == 432_000_000)
         #expect(configuration.rules.first == ResponseRule(name: "mine", contains: ["slow down"], scope: .site, action: .bounce))
         #expect(configuration.rules[1] == ResponseRule(name: "regex", contains: [], pattern: #"4\.7\.[0-9]+ .*later"#, scope: .domain, action: .suspend(duration: 600_000)))
@@ -129,6 +132,9 @@ struct ShapingFileTests {
         ("[[rule]]\nname = \"r\"\naction = \"bounce\"", 2, "rule r: needs contains or pattern"),
         ("[rule.foo]\nname = \"r\"", 2, "unknown table [rule.foo]"),
         ("[retry]\nmax_age = \"99999999999999999d\"", 2, "duration \"99999999999999999d\" is too long"),
+        ("[campaign.\"c\"]\nweight = 0", 2, "expected a positive integer, not 0"),
+        ("[campaign.\"c\"]\nweight = 1001", 2, "a campaign's weight must be from 1 to 1000, not 1001"),
+        ("[campaign.\"c\"]\nshare = 2", 2, "unknown key share in [campaign.\"c\"]: a campaign takes weight"),
         ("[domain.\"a.test\"]\nmax_connections = 3", 2,
          "max_connections is a limit of the site the domain's MX hosts make: set it under [site.\"...\"] or [mx_suffix.\"...\"]; a domain takes message_rate, message_burst and max_recipients_per_transaction"),
     ])

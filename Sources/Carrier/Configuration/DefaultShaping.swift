@@ -28,6 +28,11 @@ max_recipients_per_transaction = 100
 # site share its MX hosts, so receivers see no difference.
 domain_burst = 8
 
+# Bulk campaigns sending to one domain take turns, one transaction each (weight 1). A
+# campaign may take more per turn, from 1 to 1000; none is weighted by default:
+# [campaign."spring-sale"]
+# weight = 3
+
 [retry]
 # First retry after 5 minutes, doubling to 4 hours, giving up after 5 days (Postfix's
 # maximal_queue_lifetime). Each delay is stretched by up to 20% at random so a burst of

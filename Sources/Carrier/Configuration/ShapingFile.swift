@@ -39,6 +39,11 @@ public enum ShapingFile {
                     throw error("unknown limit \(entry.key)")
                 }
                 try set(&shaping.domains[entry.table[1].lowercased(), default: Limits()], entry, error)
+            case "campaign" where entry.table.count == 2:
+                guard entry.key == "weight" else { throw error("unknown key \(entry.key) in [campaign.\"\(entry.table[1])\"]: a campaign takes weight") }
+                let weight = try positive(entry.value, error)
+                guard weight <= 1_000 else { throw error("a campaign's weight must be from 1 to 1000, not \(weight)") }
+                shaping.campaignWeights[entry.table[1]] = weight
             case "retry" where entry.table.count == 1:
                 switch entry.key {
                 case "retry_interval": retry.retryInterval = try duration(entry.value, error)
@@ -69,7 +74,8 @@ public enum ShapingFile {
         var parsedRules: [ResponseRule] = []
         for index in rules.keys.sorted() { parsedRules.append(try rule(rules[index]!, file: file)) }
         configuration = SchedulerConfiguration(
-            shaping: Shaping(defaults: shaping.defaults, mxSuffixes: shaping.mxSuffixes, sites: shaping.sites, domains: shaping.domains),
+            shaping: Shaping(defaults: shaping.defaults, mxSuffixes: shaping.mxSuffixes, sites: shaping.sites, domains: shaping.domains,
+                             campaignWeights: shaping.campaignWeights),
             retry: RetryPolicy(retryInterval: retry.retryInterval, maxRetryInterval: max(retry.retryInterval, retry.maxRetryInterval),
                                maxAge: retry.maxAge, jitter: retry.jitter, seed: retry.seed),
             health: HealthPolicy(threshold: health.threshold, cooldown: health.cooldown, maxCooldown: max(health.cooldown, health.maxCooldown)),
