@@ -72,6 +72,11 @@ public final class SiteConnections: Sendable {
 
     public init() {}
 
+    /// open - connections open or being opened now, over every site and shard.
+    public var open: Int {
+        table.withLock { gates in gates.values.reduce(0) { $0 + $1.open.load(ordering: .relaxed) } }
+    }
+
     func gate(_ site: String) -> ConnectionGate {
         table.withLock { gates in
             if let gate = gates[site] { return gate }

@@ -186,49 +186,49 @@ extension WorkerShard {
     /// addresses are read while the recipients are still pending. Until then the shard
     /// does not count as quiet, so a stop does not leave them unrecorded.
     func logWithAddresses(_ records: [DeliveryLogRecord], keys: [RecipientKey], then finals: [FinalOutcome]) {
-        /* A large operator bounce goes in slices, so the reader queue serves deliveries in
-           between and no slice holds a million addresses. */
+        /* A large operator bounce is read in slices, so the reader queue serves deliveries
+           in between and no read holds a million addresses; the outcomes are recorded (and
+           the sender noticed, once) when the last slice is logged. */
+        guard !keys.isEmpty else { return finalize(finals) }
         let slice = 1024
-        if keys.count > slice {
-            for start in stride(from: 0, to: keys.count, by: slice) {
-                let end = min(start + slice, keys.count)
-                logWithAddresses(Array(records[start..<end]), keys: Array(keys[start..<end]), then: Array(finals[start..<end]))
-            }
-            return
-        }
-        @Sendable func filled(_ addresses: [NewRecipient?]) -> [DeliveryLogRecord] {
-            guard addresses.count == records.count else { return records }
-            return zip(records, addresses).map { record, address in
-                var record = record
-                if let address { record.recipient = address.address }
-                return record
-            }
-        }
-        /* One read for the slice; when it fails (a record compacted away, a recipient
-           already final), each key on its own, so one missing address loses only itself. */
-        @Sendable func lookUp(_ shard: SpoolShard) -> [NewRecipient?] {
-            if let all = try? shard.recipients(keys) { return all }
-            return keys.map { (try? shard.recipients([$0]))?.first }
-        }
-        if let cached = spoolShard.cachedRecipients(keys) {
-            unlogged.append(contentsOf: filled(cached))
-            scheduleFlush()
-            finalize(finals)
-            return
-        }
+        let slices = stride(from: 0, to: keys.count, by: slice).map { $0..<min($0 + slice, keys.count) }
+        let countdown = SliceCountdown(slices.count)
+        addressLookups += 1
         let shard = spoolShard
         let log = self.log
         let thread = self.thread
-        addressLookups += 1
-        reader.async {
-            log?.append(contentsOf: filled(lookUp(shard)))
-            let posted = thread.execute { [self] _ in
-                addressLookups -= 1
-                finalize(finals)
+        for range in slices {
+            let part = Array(records[range])
+            let partKeys = Array(keys[range])
+            @Sendable func filled(_ addresses: [NewRecipient?]) -> [DeliveryLogRecord] {
+                guard addresses.count == part.count else { return part }
+                return zip(part, addresses).map { record, address in
+                    var record = record
+                    if let address { record.recipient = address.address }
+                    return record
+                }
             }
-            /* The loop is gone: the outcomes stay unrecorded and the restart decides again. */
-            _ = posted
+            if let cached = spoolShard.cachedRecipients(partKeys) {
+                unlogged.append(contentsOf: filled(cached))
+                scheduleFlush()
+                sliceLogged(countdown, then: finals)
+                continue
+            }
+            reader.async {
+                /* A key no longer pending (a record compacted away, a recipient already
+                   final) loses only its own address. */
+                log?.append(contentsOf: filled(shard.recipientsIfPending(partKeys)))
+                /* The loop is gone: the outcomes stay unrecorded and the restart decides again. */
+                _ = thread.execute { [self] _ in sliceLogged(countdown, then: finals) }
+            }
         }
+    }
+
+    /// sliceLogged - one slice of `logWithAddresses` is logged; after the last, record the outcomes.
+    private func sliceLogged(_ countdown: SliceCountdown, then finals: [FinalOutcome]) {
+        guard countdown.done() else { return }
+        addressLookups -= 1
+        finalize(finals)
     }
 
     // MARK: bounce notices
@@ -268,9 +268,9 @@ extension WorkerShard {
         reader.async {
             let keys = items.map(\.key)
             guard let message = try? shard.message(id), !message.sender.isEmpty else { return done() }
-            /* One read for all; when that fails, each on its own: a recipient whose address
-               cannot be read is left out of the notice rather than losing the notice. */
-            let addresses = (try? shard.recipients(keys)) ?? keys.map { (try? shard.recipients([$0]))?.first }
+            /* A recipient whose address cannot be read is left out of the notice rather
+               than losing the notice. */
+            let addresses = shard.recipientsIfPending(keys)
             /* A recipient whose NOTIFY (RFC 3461) leaves out FAILURE gets no notice. */
             let dsn = MessageHints.dsn(message.metadata.hints)
             let notices = zip(items, addresses).compactMap { item, address -> BounceNotice? in
@@ -297,6 +297,8 @@ extension WorkerShard {
                     guard !stopping else { return }
                     LoopTimer(loop: loop).schedule(after: WorkerShard.noticeRetryMilliseconds) { [self] timer in
                         timer.close()
+                        /* A stop since then: the restart owes the notice instead. */
+                        guard !stopping else { return }
                         sendNotice(id, items)
                     }
                 }
@@ -370,5 +372,19 @@ extension WorkerShard {
             recipient: recipient ?? "#\(key.index)@\(domain ?? "")", campaign: campaign, site: site ?? "",
             host: host.map { "\($0.name) \($0.address)" }, code: code, enhancedCode: enhanced, text: text,
             attempt: attempt, latencyMilliseconds: latency, nextAttempt: nextAttempt)
+    }
+}
+
+/// Counts the slices of one `logWithAddresses` call down to the last.
+///
+/// Confined to the shard's loop thread (every `done()` runs there); @unchecked Sendable
+/// only so the reader queue's closures may carry it back to the loop.
+final class SliceCountdown: @unchecked Sendable {
+    private var remaining: Int
+    init(_ count: Int) { remaining = count }
+    /// done - one slice finished; true for the last.
+    func done() -> Bool {
+        remaining -= 1
+        return remaining == 0
     }
 }

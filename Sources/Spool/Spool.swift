@@ -196,11 +196,23 @@ private final class PartTracker: @unchecked Sendable {
             return
         }
         /* Cancel the parts that were stored, so a retried enqueue is not delivered twice;
-           they were never handed out. */
-        if withheld { for shard in parts.keys { spool.shards[shard].releaseWithheld(id, feed: false) } }
+           they were never handed out, and stay withheld until the cancel is durable (synced
+           whatever the outcome mode: the client is told to send the message again). A
+           cancel that fails leaves its part withheld for the rest of this run. */
+        let stored = Set(finished.stored)
+        if withheld { for shard in parts.keys where !stored.contains(shard) { spool.shards[shard].releaseWithheld(id, feed: false) } }
         for shard in finished.stored {
-            let outcomes = parts[shard]!.map { (RecipientKey(message: id, index: $0.index), Outcome.cancelled(reason: "enqueue failed in another shard")) }
-            spool.shards[shard].record(outcomes) { _ in }
+            var out = RecordWriter(capacity: 64 * parts[shard]!.count)
+            for recipient in parts[shard]! {
+                let outcome = Outcome.cancelled(reason: "enqueue failed in another shard")
+                encodeOutcome(&out, key: RecipientKey(message: id, index: recipient.index), kind: outcome.kind,
+                              attempts: 0, nextAttempt: 0, reply: outcome.reply)
+            }
+            let target = spool.shards[shard]
+            let id = self.id
+            target.append(out.bytes, durability: .fsync) { result in
+                if case .success = result, withheld { target.releaseWithheld(id, feed: false) }
+            }
         }
         completion(.failure(failure))
     }
@@ -376,6 +388,21 @@ extension SpoolShard {
 
     /// counts - pending recipients by state, domain and campaign, and final outcomes so far.
     public func counts() -> ShardCounts { withState { $0.snapshotCounts() } }
+
+    /// gauges - `counts()` without its walk over every pending recipient: pending
+    /// recipients and messages, segments and their size, final outcomes so far (`deferred`,
+    /// `byDomain` and `byCampaign` stay empty). Cheap enough for a metrics scrape, which must
+    /// not hold the shard's lock (and so its commits) for a walk over a million recipients.
+    public func gauges() -> ShardCounts {
+        withState { state in
+            var counts = state.counts
+            counts.pending = state.pending.count
+            counts.messages = state.messages.count
+            counts.segments = state.segments.count
+            counts.bytes = state.segments.values.reduce(0) { $0 + $1.bytes }
+            return counts
+        }
+    }
 
     /// suspensions - suspensions in force.
     public var suspensions: [Suspension] { withState { $0.suspensions } }

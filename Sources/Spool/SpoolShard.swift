@@ -612,14 +612,15 @@ public final class SpoolShard: @unchecked Sendable {
                 wantCompaction()
             }
         }
-        let (fresh, subscriber) = monitor.withLock { () -> ([PendingRecipient], (@Sendable ([PendingRecipient]) -> Void)?) in
+        let (fresh, withholding, subscriber) = monitor.withLock { () -> ([PendingRecipient], Bool, (@Sendable ([PendingRecipient]) -> Void)?) in
             defer { state.fresh.removeAll() }
-            return (state.fresh, self.subscriber)
+            return (state.fresh, !state.withheld.isEmpty, self.subscriber)
         }
-        if !fresh.isEmpty, let subscriber {
-            /* Someone delivers as mail arrives: keep what they will ask for first in memory. */
+        if let subscriber, !fresh.isEmpty || withholding {
+            /* Someone delivers as mail arrives: keep what they will ask for first in memory
+               (also for a message withheld until its other parts are durable). */
             keepFresh(buffer, base: base, segment: segment)
-            subscriber(fresh)
+            if !fresh.isEmpty { subscriber(fresh) }
         }
         for item in chunk { item.completion(.success(())) }
     }
@@ -726,19 +727,19 @@ public final class SpoolShard: @unchecked Sendable {
         }
         for fd in retired { Glibc.close(fd) }
         let rounds = monitor.withLock { state.deletable(current: currentSegment) }
-        guard !rounds.isEmpty else { return }
-        monitor.withLock {
-            for number in rounds.joined() {
-                state.segments[number] = nil
-                if let fd = readers.removeValue(forKey: number) { retiredReaders.append(fd) }
-            }
-        }
         /* Round by round, each made durable before the next: a later round holds the
            outcomes that kept an earlier one's recipients from replaying, and a crash must not
-           leave the earlier segment without them. */
+           leave the earlier segment without them. A failed directory sync stops here; the
+           later rounds stay known and are tried again at the next compaction. */
         for round in rounds {
+            monitor.withLock {
+                for number in round {
+                    state.segments[number] = nil
+                    if let fd = readers.removeValue(forKey: number) { retiredReaders.append(fd) }
+                }
+            }
             for number in round { unlink(segmentPath(number)) }
-            try? syncDirectory(directory)
+            do { try syncDirectory(directory) } catch { return }
         }
     }
 
@@ -843,6 +844,19 @@ public final class SpoolShard: @unchecked Sendable {
             /* Compaction may have moved a record between the lookup and the read. */
             recordCache.clear()
             return try lookUpRecipients(keys)
+        }
+    }
+
+    /// recipientsIfPending - like `recipients(_:)`, but one answer per key: nil for a key
+    /// that is no longer pending (or cannot be read), instead of failing the whole list.
+    /// Keys that are not pending are skipped without a read, so a list with a few of them
+    /// costs no more than one without.
+    public func recipientsIfPending(_ keys: [RecipientKey]) -> [NewRecipient?] {
+        if let all = try? lookUpRecipients(keys) { return all }
+        let pending = monitor.withLock { keys.map { state.pending[$0] != nil } }
+        return zip(keys, pending).map { key, isPending in
+            guard isPending else { return nil }
+            return (try? recipients([key]))?.first
         }
     }
 

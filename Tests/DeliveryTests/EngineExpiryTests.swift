@@ -129,34 +129,47 @@ struct EngineExpiryTests {
         spool.close()
     }
 
-    /// waitFor - the engine's status once `done` holds, or after 20 s.
-    /// 2,500 recipients of one expired bulk message are logged one by one with their
-    /// addresses: the addresses are read in slices of 1,024 (three here), each slice's
-    /// records matched to its own recipients.
-    @Test func aLargeExpiredMessageIsLoggedRecipientByRecipient() throws {
+    /// An operator bounce of 2,500 recipients of one transactional message: each is logged
+    /// `bounced` with its own address (read from the spool in slices of 1,024, three here),
+    /// and the sender gets one notice naming all of them, not one per slice.
+    @Test func aLargeOperatorBounceIsLoggedByAddressWithOneNotice() throws {
         let folder = TemporaryFolder()
         defer { folder.remove() }
+        try FileManager.default.createDirectory(atPath: folder.file("maildir"), withIntermediateDirectories: true)
+        let sink = try startRecordingSink(record: folder.file("record.jsonl")) { $0.maildirPath = folder.file("maildir") }
         let spool = try testSpool(folder.path)
-        let now = Int64(Date().timeIntervalSince1970 * 1_000)
-        let addresses = (0..<2_500).map { "r\($0)@dest.test" }
-        let stale = try spool.enqueue(NewMessage(sender: "news@sender.test", body: Array("Subject: offer\r\n\r\nover\r\n".utf8),
-                                                 metadata: MessageMetadata(priority: .bulk, expires: now - 1_000),
-                                                 recipients: addresses.map { NewRecipient($0) }))
+        let addresses = (0..<2_500).map { "r\($0)@doomed.test" }
+        let id = try spool.enqueue(NewMessage(sender: "app@sender.test", body: Array("Subject: alert\r\n\r\nhello\r\n".utf8),
+                                              metadata: MessageMetadata(priority: .transactional),
+                                              recipients: addresses.map { NewRecipient($0) }))
+        for shard in spool.shards { try shard.suspend(Suspension(scope: .domain, name: "doomed.test", until: 0)) }
         let log = folder.file("delivery.log")
         let engine = try DeliveryEngine(spool: spool, configuration: engineConfiguration(
-            routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: 9)])], log: log))
-        let status = waitFor(engine) { $0.byDomain["dest.test"]?.expired == 2_500 }
+            routes: [Route(domain: "*", hops: [NextHop(host: "127.0.0.1", port: sink.addresses[0].port)])], log: log))
+        let bounced = DispatchSemaphore(value: 0)
+        engine.administer(.bounce(.domain, "doomed.test", reason: "list closed")) { _ in bounced.signal() }
+        bounced.wait()
+        let status = waitFor(engine) { $0.byDomain["doomed.test"]?.bounced == 2_500 && $0.byDomain["sender.test"]?.delivered == 1 }
         engine.stop()
-        #expect(status.byDomain["dest.test"]?.expired == 2_500)
-        let records = try logRecords(log).filter { ($0["message_id"] as? String) == stale.description }
+        sink.stop()
+        spool.close()
+        #expect(status.byDomain["doomed.test"]?.bounced == 2_500)
+        #expect(status.byDomain["sender.test"]?.delivered == 1, "one notice")
+
+        let records = try logRecords(log).filter { ($0["message_id"] as? String) == id.description }
         #expect(records.count == 2_500)
-        #expect(records.allSatisfy { ($0["event"] as? String) == "expired" })
+        #expect(records.allSatisfy { ($0["event"] as? String) == "bounced" })
         /* Every address once: a slice given another slice's addresses would repeat some. */
         #expect(Set(records.compactMap { $0["recipient"] as? String }) == Set(addresses))
-        #expect(spool.shards.reduce(0) { $0 + $1.pendingCount } == 0)
-        spool.close()
+
+        let received = try readSinkRecord(folder.file("record.jsonl"))
+        #expect(received.count == 1 && received.first?.recipients == ["app@sender.test"], "\(received.map(\.recipients))")
+        let stored = try FileManager.default.subpathsOfDirectory(atPath: folder.file("maildir")).filter { $0.hasPrefix("new/") }
+        let report = try stored.first.map { try String(contentsOfFile: folder.file("maildir/" + $0), encoding: .utf8) } ?? ""
+        #expect(report.components(separatedBy: "Final-Recipient: rfc822; r").count - 1 == 2_500, "the notice names every recipient")
     }
 
+    /// waitFor - the engine's status once `done` holds, or after 20 s.
     private func waitFor(_ engine: DeliveryEngine, _ done: (ShardStatus) -> Bool) -> ShardStatus {
         let deadline = Date().addingTimeInterval(20)
         var status = engine.status()
