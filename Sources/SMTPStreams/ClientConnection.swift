@@ -214,6 +214,9 @@ public final class ClientConnection: ByteStreamHandler {
             failure = failure ?? .tls(.configuration("STARTTLS was agreed but no TLS context could be made"))
             session.connectionClosed(into: &actions)
             perform()
+            /* The session ends quietly here (nothing was in flight): close the stream, whose
+               end then finishes us, or finish now when there is none. */
+            if let stream, stream.isOpen { stream.close() } else { finish(failure) }
             return
         }
         TLSConnection.client(over: tcp, context: context, serverName: configuration.serverName,
@@ -229,6 +232,9 @@ public final class ClientConnection: ByteStreamHandler {
                 failure = .tls(error)
                 session.connectionClosed(into: &actions)
                 perform()
+                /* The TLS connection had taken the socket's events and closed it: that end
+                   never reaches us, so report it here. */
+                finish(failure)
             }
         }
     }

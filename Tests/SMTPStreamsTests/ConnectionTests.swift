@@ -205,6 +205,41 @@ struct ConnectionTests {
         #expect(received.value == 2)
     }
 
+    /// A STARTTLS handshake that fails (here: the server's certificate is not trusted) ends
+    /// the connection with a TLS error, reported to the delegate, with nothing sent in
+    /// plaintext. (The TLS layer had taken over the socket's events, so the connection's end
+    /// was never reported: the delegate waited for ever, and a pool with it.)
+    @Test func aFailedSTARTTLSHandshakeEndsTheConnection() throws {
+        let server = try LoopThread.start(name: "smtp-server")
+        let client = try LoopThread.start(name: "smtp-client")
+        defer {
+            client.stopAndJoin()
+            server.stopAndJoin()
+        }
+        let received = TestCounter()
+        var session = ServerConfiguration(hostname: "localhost")
+        session.startTLSAvailable = true
+        var configuration = ServerConnectionConfiguration(session: session)
+        configuration.tls = try TLSContext.server(TLSServerConfiguration(identity: .pem(serverIdentity)))
+        let address = try startServer(on: server, configuration, received: received)
+        let outcome = TestWaiter<String?>()
+        client.execute { loop in
+            var session = ClientConfiguration(heloName: "client.test")
+            session.tls = .required
+            var configuration = ClientConnectionConfiguration(session: session)
+            /* Another authority than the one that issued the server's certificate. */
+            var tls = TLSClientConfiguration()
+            tls.trustRoots = .pem(try! TLSCertificate.makeAuthority(commonName: "Someone Else").certificatePEM)
+            configuration.tls = try! TLSContext.client(tls)
+            configuration.serverName = "localhost"
+            _ = ClientConnection.connect(loop: loop, to: address, configuration: configuration, crypto: OpenSSLCrypto(),
+                                         delegate: Sender(count: 1) { _, error in outcome.fulfill(error.map { "\($0)" }) })
+        }
+        let error = try #require(outcome.wait(seconds: 15), "the connection's end was never reported")
+        #expect(error != nil, "a failed handshake ended without an error")
+        #expect(received.value == 0)
+    }
+
     /// Implicit TLS with no TLS context fails the connection with a TLS error: nothing goes
     /// out in plaintext instead.
     @Test func implicitTLSWithoutAContextNeverFallsBackToPlaintext() throws {
