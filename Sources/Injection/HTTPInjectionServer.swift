@@ -1,4 +1,5 @@
-// HTTPInjectionServer.swift - the HTTP injection API: POST /api/inject/v1 and GET /api/health
+// HTTPInjectionServer.swift - the HTTP injection API: POST /api/inject/v1, POST /api/admin/v1,
+// GET /api/health and GET /metrics
 //
 // HTTP/1.1 comes from FlyingFox (swhitty/FlyingFox): a small, maintained
 // server with no dependencies of its own, which builds in about 15 seconds,
@@ -20,6 +21,12 @@
 // thread, not from a task. A request is answered 200 only after the spool's group commit holding
 // its message is durable; bad input gets a 4xx with a JSON error naming the
 // field, and nothing of it is stored.
+//
+// `GET /metrics` takes the same bearer token as injection (Prometheus sends it with a
+// scrape job's `authorization` setting) and answers the counters of the listeners, the
+// engine and the spool in Prometheus' text format (MetricsExposition.swift). Gathering
+// them waits for each engine shard's loop, so it runs on a Dispatch thread, not on
+// the cooperative pool the requests share.
 
 public import Delivery
 import Dispatch
@@ -71,21 +78,27 @@ public final class HTTPInjectionServer: Sendable {
     public let addresses: [EventCore.SocketAddress]
     private let servers: [HTTPServer]
     private let tasks: [Task<Void, any Error>]
+    private let counters: HTTPInjectionCounters
     private let stopped = Atomic<Bool>(false)
 
-    private init(addresses: [EventCore.SocketAddress], servers: [HTTPServer], tasks: [Task<Void, any Error>]) {
+    private init(addresses: [EventCore.SocketAddress], servers: [HTTPServer], tasks: [Task<Void, any Error>],
+                 counters: HTTPInjectionCounters) {
         self.addresses = addresses
         self.servers = servers
         self.tasks = tasks
+        self.counters = counters
     }
 
     /// start - listen on every address; returns once each is listening. With `log`, every
     /// stored message writes a `received` record per recipient; with `engine`,
-    /// `POST /api/admin/v1` acts on it.
+    /// `POST /api/admin/v1` acts on it. `GET /metrics` reports the spool, the engine (if
+    /// any), this API and `submission` (the SMTP listener, if any).
     public static func start(_ configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog? = nil,
-                             engine: DeliveryEngine? = nil) throws(InjectionError) -> HTTPInjectionServer {
+                             engine: DeliveryEngine? = nil, submission: SubmissionServer? = nil) throws(InjectionError) -> HTTPInjectionServer {
         if let problem = configuration.problem() { throw InjectionError(problem) }
-        let handler = InjectionHandler(configuration: configuration, spool: spool, log: log, engine: engine)
+        let counters = HTTPInjectionCounters()
+        let handler = InjectionHandler(configuration: configuration, spool: spool, log: log, engine: engine,
+                                       submission: submission, counters: counters)
         var servers: [HTTPServer] = []
         var tasks: [Task<Void, any Error>] = []
         var bound: [EventCore.SocketAddress] = []
@@ -127,12 +140,15 @@ public final class HTTPInjectionServer: Sendable {
                 servers.append(server)
                 tasks.append(task)
             case .failure(let error):
-                HTTPInjectionServer(addresses: bound, servers: servers, tasks: tasks).stop()
+                HTTPInjectionServer(addresses: bound, servers: servers, tasks: tasks, counters: counters).stop()
                 throw error
             }
         }
-        return HTTPInjectionServer(addresses: bound, servers: servers, tasks: tasks)
+        return HTTPInjectionServer(addresses: bound, servers: servers, tasks: tasks, counters: counters)
     }
+
+    /// What the API has stored and refused so far.
+    public var statistics: HTTPInjectionStatistics { counters.statistics }
 
     /// stop - close the listeners and wait (up to five seconds) for requests in progress.
     public func stop() {
@@ -145,6 +161,47 @@ public final class HTTPInjectionServer: Sendable {
         }
         done.wait()
         tasks.forEach { $0.cancel() }
+    }
+}
+
+/// What the HTTP API has done: injection requests (one message each) and their recipients.
+///
+/// A value; safe to send between threads.
+public struct HTTPInjectionStatistics: Sendable, Equatable {
+    public var messagesAccepted = 0         /* stored and answered 200 */
+    public var messagesRefused = 0          /* answered with an error, whatever the reason */
+    public var recipientsAccepted = 0       /* of the accepted messages */
+    public var recipientsRefused = 0        /* of refused messages whose body was parsed */
+
+    public init() {}
+}
+
+/// The API's counters, added to by every request task. Thread-safe (atomics); a reader
+/// may see one request's message counted before its recipients.
+final class HTTPInjectionCounters: Sendable {
+    private let messagesAccepted = Atomic<Int>(0)
+    private let messagesRefused = Atomic<Int>(0)
+    private let recipientsAccepted = Atomic<Int>(0)
+    private let recipientsRefused = Atomic<Int>(0)
+
+    /// count - one injection request answered: stored or not, with its recipients (0 if unknown).
+    func count(accepted: Bool, recipients: Int) {
+        if accepted {
+            messagesAccepted.add(1, ordering: .relaxed)
+            recipientsAccepted.add(recipients, ordering: .relaxed)
+        } else {
+            messagesRefused.add(1, ordering: .relaxed)
+            recipientsRefused.add(recipients, ordering: .relaxed)
+        }
+    }
+
+    var statistics: HTTPInjectionStatistics {
+        var statistics = HTTPInjectionStatistics()
+        statistics.messagesAccepted = messagesAccepted.load(ordering: .relaxed)
+        statistics.messagesRefused = messagesRefused.load(ordering: .relaxed)
+        statistics.recipientsAccepted = recipientsAccepted.load(ordering: .relaxed)
+        statistics.recipientsRefused = recipientsRefused.load(ordering: .relaxed)
+        return statistics
     }
 }
 
@@ -173,13 +230,21 @@ struct InjectionHandler: HTTPHandler {
     let log: DeliveryLog?
     /// The engine operators act on (nil with `--hold`).
     let engine: DeliveryEngine?
+    /// The SMTP listener, for its counters in `GET /metrics` (nil: none runs).
+    let submission: SubmissionServer?
+    let counters: HTTPInjectionCounters
+    /// When the API started (ms since the epoch): the start time `GET /metrics` reports.
+    let started = nowMilliseconds()
     private let tokens: [[UInt8]]
 
-    init(configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog?, engine: DeliveryEngine?) {
+    init(configuration: HTTPInjectionConfiguration, spool: Spool, log: DeliveryLog?, engine: DeliveryEngine?,
+         submission: SubmissionServer?, counters: HTTPInjectionCounters) {
         self.configuration = configuration
         self.spool = spool
         self.log = log
         self.engine = engine
+        self.submission = submission
+        self.counters = counters
         tokens = configuration.tokens.map { Array($0.utf8) }
     }
 
@@ -191,7 +256,9 @@ struct InjectionHandler: HTTPHandler {
             return await inject(request)
         case (.POST, "/api/admin/v1"):
             return await administer(request)
-        case (_, "/api/inject/v1"), (_, "/api/health"), (_, "/api/admin/v1"):
+        case (.GET, "/metrics"):
+            return await metrics(request)
+        case (_, "/api/inject/v1"), (_, "/api/health"), (_, "/api/admin/v1"), (_, "/metrics"):
             return json(.methodNotAllowed, ["error": "method \(request.method.rawValue) not allowed here"])
         default:
             return json(.notFound, ["error": "no such endpoint: \(request.path)"])
@@ -251,6 +318,33 @@ struct InjectionHandler: HTTPHandler {
         }
     }
 
+    /// metrics - the counters in Prometheus' text format, for a holder of a token.
+    private func metrics(_ request: HTTPRequest) async -> HTTPResponse {
+        if case .failure(let refused) = await readBody(request, started: seconds()) { return refused.response }
+        guard authorised(request.headers[HTTPHeader("Authorization")]) else { return unauthorised() }
+        let figures: MetricsFigures = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: gatherFigures()) }
+        }
+        return HTTPResponse(statusCode: .ok, headers: [HTTPHeader("Content-Type"): MetricsExposition.contentType],
+                            body: Data(MetricsExposition.text(figures).utf8))
+    }
+
+    /// gatherFigures - the counters now. Blocks until every engine shard has answered, and
+    /// takes each spool shard's lock briefly (`gauges`, not the walk of `counts`).
+    private func gatherFigures() -> MetricsFigures {
+        var figures = MetricsFigures()
+        figures.startedMilliseconds = started
+        figures.nowMilliseconds = nowMilliseconds()
+        figures.smtp = submission?.statistics
+        figures.http = counters.statistics
+        if let engine {
+            figures.engine = engine.status()
+            figures.deliveryConnections = engine.siteConnections.open
+        }
+        for shard in spool.shards { figures.spool.merge(shard.gauges()) }
+        return figures
+    }
+
     /// unauthorised - the 401 for a missing or wrong bearer token.
     private func unauthorised() -> HTTPResponse {
         var response = json(.unauthorized, ["error": "a valid bearer token is required (Authorization: Bearer TOKEN)"])
@@ -258,25 +352,33 @@ struct InjectionHandler: HTTPHandler {
         return response
     }
 
-    /// inject - check the token and the body, store the message, answer once it is durable.
+    /// inject - store the request's message and count the answer.
     private func inject(_ request: HTTPRequest) async -> HTTPResponse {
+        let (response, recipients) = await store(request)
+        counters.count(accepted: response.statusCode == .ok, recipients: recipients)
+        return response
+    }
+
+    /// store - check the token and the body, store the message, answer once it is durable;
+    /// with the answer, the message's recipients (0 when the body was not parsed).
+    private func store(_ request: HTTPRequest) async -> (HTTPResponse, recipients: Int) {
         let started = seconds()
         let body: Data
         switch await readBody(request, started: started) {
         case .success(let data): body = data
-        case .failure(let refused): return refused.response
+        case .failure(let refused): return (refused.response, 0)
         }
-        guard authorised(request.headers[HTTPHeader("Authorization")]) else { return unauthorised() }
+        guard authorised(request.headers[HTTPHeader("Authorization")]) else { return (unauthorised(), 0) }
         let parsed: InjectRequest
         do {
             parsed = try InjectRequest.parse(body, now: nowMilliseconds())
         } catch {
-            return json(.badRequest, ["error": error.description, "field": error.field])
+            return (json(.badRequest, ["error": error.description, "field": error.field]), 0)
         }
         let count = parsed.message.recipients.count
         /* Past our deadline (or cancelled by the server's): refuse now, before anything is stored. */
         if Task.isCancelled || seconds() - started > configuration.requestTimeoutSeconds {
-            return json(.serviceUnavailable, ["error": "the request took longer than \(Int(configuration.requestTimeoutSeconds)) s; nothing was queued"])
+            return (json(.serviceUnavailable, ["error": "the request took longer than \(Int(configuration.requestTimeoutSeconds)) s; nothing was queued"]), count)
         }
         let result: Result<MessageID, SpoolError> = await withCheckedContinuation { continuation in
             spool.enqueue(parsed.message) { continuation.resume(returning: $0) }
@@ -292,16 +394,16 @@ struct InjectionHandler: HTTPHandler {
                                       campaign: message.metadata.campaign, text: text)
                 })
             }
-            return json(.ok, ["success_count": count, "fail_count": 0, "failed_recipients": [String](),
-                              "errors": [String](), "id": id.description])
+            return (json(.ok, ["success_count": count, "fail_count": 0, "failed_recipients": [String](),
+                               "errors": [String](), "id": id.description]), count)
         case .failure(let error):
             if error.reason == .diskFull {
                 var response = json(.serviceUnavailable, ["error": "insufficient storage: nothing was queued; retry later"])
                 response.headers[HTTPHeader("Retry-After")] = "60"
-                return response
+                return (response, count)
             }
             writeStandardError("carrier: HTTP API: cannot store a message: \(error)\n")
-            return json(.internalServerError, ["error": "the queue could not store the message; nothing was queued"])
+            return (json(.internalServerError, ["error": "the queue could not store the message; nothing was queued"]), count)
         }
     }
 

@@ -120,12 +120,18 @@ public final class SubmissionServer: Sendable {
 }
 
 /// What a listener has done: connections and messages, summed over its threads.
+///
+/// A value; safe to send between threads.
 public struct SubmissionStatistics: Sendable, Equatable {
-    public var connections = 0
-    public var connectionsRefused = 0
-    public var messagesAccepted = 0
-    public var messagesRefused = 0
-    public var recipientsAccepted = 0
+    public var connections = 0              /* admitted */
+    public var connectionsRefused = 0       /* over a connection limit (421 4.7.0) */
+    public var connectionsOpen = 0          /* admitted and not yet closed, now */
+    public var messagesAccepted = 0         /* stored and answered 250 */
+    public var messagesRefused = 0          /* refused after their data: content or storage */
+    public var recipientsAccepted = 0       /* of the accepted messages */
+    public var recipientsRefused = 0        /* of the refused messages (not RCPTs refused on their own) */
+
+    public init() {}
 }
 
 /// A listener failure at start: the message says what and where.

@@ -112,5 +112,9 @@ final class SubmissionShared: Sendable {
         counters.withLock { change(&$0) }
     }
 
-    var statistics: SubmissionStatistics { counters.withLock { $0 } }
+    var statistics: SubmissionStatistics {
+        var statistics = counters.withLock { $0 }
+        statistics.connectionsOpen = openConnections.load(ordering: .relaxed)
+        return statistics
+    }
 }

@@ -162,7 +162,7 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
             prepared = try SubmissionIntake.prepare(message, id: id, context: context, defaults: defaults,
                                                     defaultPriority: shared.configuration.defaultPriority)
         } catch {
-            shared.count { $0.messagesRefused += 1 }
+            shared.count { $0.messagesRefused += 1; $0.recipientsRefused += message.recipients.count }
             connection.answer(Reply(code: 550, enhanced: EnhancedStatus(5, 6, 0), text: "5.6.0 \(error.message)"))
             return
         }
@@ -195,7 +195,7 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
             }
             reply = Reply(code: 250, enhanced: EnhancedStatus(2, 0, 0), text: "2.0.0 Ok: queued as \(id)")
         case .failure(let error):
-            shared.count { $0.messagesRefused += 1 }
+            shared.count { $0.messagesRefused += 1; $0.recipientsRefused += recipients }
             if error.reason == .diskFull {
                 reply = Reply(code: 452, enhanced: EnhancedStatus(4, 3, 1), text: "4.3.1 Insufficient system storage")
             } else {

@@ -11,14 +11,14 @@ import Sink
 import Spool
 import Testing
 
-private let token = "test-token-0123456789abcdef"
+let token = "test-token-0123456789abcdef"
 
 /// A `carrier serve` child with an SMTP listener and the HTTP API on free loopback ports.
 // Files another process is still appending to are read with Carrier's readTextFile
 // (stdio): Foundation's String(contentsOfFile:) leaks its buffer when the file grows
 // while it reads (AddressSanitizer found it in the polling loops).
 
-private struct ServeProcess {
+struct ServeProcess {
     let process: ChildProcess
     let smtpPort: UInt16
     let httpPort: UInt16
@@ -36,7 +36,7 @@ private struct ServeProcess {
 }
 
 /// startSink - a one-thread carrier sink on 127.0.0.1 (any port), set up by `configure`.
-private func startSink(_ configure: (inout SinkConfiguration) -> Void) throws -> SinkServer {
+func startSink(_ configure: (inout SinkConfiguration) -> Void) throws -> SinkServer {
     var configuration = SinkConfiguration()
     configuration.listen = [EventCore.SocketAddress("127.0.0.1:0")!]
     configuration.threads = 1
@@ -45,7 +45,7 @@ private func startSink(_ configure: (inout SinkConfiguration) -> Void) throws ->
 }
 
 /// curl - one request; returns (status, body).
-private func curl(_ arguments: [String], folder: TemporaryFolder) throws -> (Int, String) {
+func curl(_ arguments: [String], folder: TemporaryFolder) throws -> (Int, String) {
     let curl = try #require(which("curl"), "curl is installed (make test installs it)")
     let call = UUID().uuidString
     let body = folder.file("curl-body-" + call), status = folder.file("curl-status-" + call)

@@ -95,7 +95,7 @@ public enum ServeRunner {
                 writeStandardError("carrier serve: SMTP listener on \(smtp!.addresses.map(\.description).joined(separator: ", "))\n")
             }
             if let listener = options.settings.http {
-                http = try HTTPInjectionServer.start(listener, spool: spool, log: log, engine: engine)
+                http = try HTTPInjectionServer.start(listener, spool: spool, log: log, engine: engine, submission: smtp)
                 writeStandardError("carrier serve: HTTP API on \(http!.addresses.map(\.description).joined(separator: ", "))\n")
             }
         } catch {
