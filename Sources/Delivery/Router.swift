@@ -167,7 +167,10 @@ public final class Router {
                 if !hops.isEmpty {
                     let hosts = records.map(\.host)
                     let destination = Destination(site: "mx:" + Set(hosts).sorted().joined(separator: ","), mxHosts: hosts, hops: hops, route: nil)
-                    finish(domain, .success(destination), ttl: minimumTTL)
+                    /* Some host's lookup failed for now: this answer (without it, perhaps
+                       without the primary) is kept only briefly, so that host is asked again
+                       soon instead of being passed over for the records' whole TTL. */
+                    finish(domain, .success(destination), ttl: temporary == nil ? minimumTTL : Router.minimumTTL)
                 } else if let temporary {
                     finish(domain, .failure(.temporary(code: 451, enhanced: "4.4.3", text: "address lookup failed: \(temporary)")), ttl: 0)
                 } else if implicit {
@@ -225,8 +228,9 @@ public final class Router {
                 remaining -= 1
                 guard remaining == 0 else { return }
                 let result = staticDestination(route, resolved: resolved, failures: failures)
-                /* A failed lookup is asked again at the next attempt; an answer is kept for its TTL. */
-                finish(key, result, ttl: (try? result.get()) == nil ? 0 : ttl)
+                /* A failed lookup is asked again at the next attempt; an answer is kept for its
+                   TTL, or only briefly when some host's lookup failed. */
+                finish(key, result, ttl: (try? result.get()) == nil ? 0 : failures.isEmpty ? ttl : Router.minimumTTL)
             }
         }
     }

@@ -24,6 +24,7 @@ struct ActiveTransaction: Sendable {
     var mailSent = false
     var bodySent = false                    /* the body (or BDAT LAST) is written */
     var retryWithoutAuthParameter = false   /* MAIL's AUTH= was refused: send the message again without it */
+    var answered = false                    /* a reply to MAIL (or later) has come */
 }
 
 extension ClientSession {
@@ -33,7 +34,7 @@ extension ClientSession {
             let reason = localReply(421, 4, 4, 2, "session no longer usable")
             actions.append(.completed(TransactionResult(recipients: message.recipients.indices.map {
                 RecipientResult(index: $0, disposition: .deferred, reply: reason)
-            }, notSent: true)))
+            }, notSent: true, reference: message.reference)))
             return
         }
         waiting.append(message)
@@ -91,7 +92,7 @@ extension ClientSession {
             }
         }
         if transaction.sent.isEmpty {
-            actions.append(.completed(TransactionResult(recipients: transaction.results.map { $0! })))
+            actions.append(.completed(TransactionResult(recipients: transaction.results.map { $0! }, reference: message.reference)))
             return
         }
 
@@ -187,6 +188,7 @@ extension ClientSession {
             fail(.protocolError(.unexpectedReply(reply)), into: &actions)
             return
         }
+        transactions[position].answered = true
         if reply.code == 530 {
             fail(.authenticationRequired(reply), into: &actions)
             return
@@ -331,23 +333,26 @@ extension ClientSession {
             result ?? RecipientResult(index: index, disposition: .deferred,
                                       reply: localReply(451, 4, 3, 0, "no reply for this recipient"))
         }
-        actions.append(.completed(TransactionResult(recipients: results)))
+        actions.append(.completed(TransactionResult(recipients: results, reference: transaction.message.reference)))
         if phase == .ready { sendWaiting(into: &actions) }
     }
 
     /// failWaiting - defer every recipient still open in flight or waiting, with `reason`.
     mutating func failWaiting(reason: Reply, into actions: inout [ClientAction]) {
-        for transaction in transactions {
+        for (position, transaction) in transactions.enumerated() {
+            /* Pipelined behind another and never answered, its body (with DATA) unsent: the
+               server cannot have taken it, and it owes nothing to the other's failure. */
+            let notSent = position > 0 && !transaction.answered && !transaction.bodySent && !transaction.useBDAT
             let results = transaction.results.enumerated().map { index, result in
                 result ?? RecipientResult(index: index, disposition: .deferred, reply: reason)
             }
-            actions.append(.completed(TransactionResult(recipients: results)))
+            actions.append(.completed(TransactionResult(recipients: results, notSent: notSent, reference: transaction.message.reference)))
         }
         transactions.removeAll()
         for message in waiting {
             actions.append(.completed(TransactionResult(recipients: message.recipients.indices.map {
                 RecipientResult(index: $0, disposition: .deferred, reply: reason)
-            }, notSent: true)))
+            }, notSent: true, reference: message.reference)))
         }
         waiting.removeAll()
     }

@@ -14,7 +14,7 @@
 // EHLO/HELO, STARTTLS, AUTH, QUIT); ClientSession+Transaction.swift holds
 // mail transactions.
 
-public import Bytes
+import Bytes
 
 /// One client SMTP connection: handshake, TLS upgrade, AUTH, transactions, QUIT.
 ///

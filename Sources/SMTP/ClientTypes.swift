@@ -148,6 +148,10 @@ public struct OutboundMessage: Sendable {
     public var envelopeID: String?
     /// Who originally submitted the message, for MAIL FROM's AUTH= (nil: AUTH=<>).
     public var authenticatedSubmitter: MailAddress?
+    /// The caller's name for this message, given back in its `TransactionResult`: results
+    /// do not always come in the order the messages were handed over (one refused before
+    /// anything is sent, or sent again without AUTH=, overtakes one in flight).
+    public var reference: UInt64 = 0
 
     public init(sender: ReversePath, recipients: [MailAddress], payload: MessagePayload) {
         self.sender = sender
@@ -175,14 +179,19 @@ public struct RecipientResult: Hashable, Sendable {
 /// The outcome of one transaction, recipient by recipient, in recipient order.
 public struct TransactionResult: Hashable, Sendable {
     public let recipients: [RecipientResult]
-    /// True when not a byte of the transaction reached the server: the message was still
-    /// waiting its turn behind another when the session ended. Every recipient is then
-    /// deferred, and the caller may try it on another connection at once.
+    /// True when the server cannot have taken the message: it was still waiting its turn
+    /// behind another when the session ended, or its commands were pipelined behind
+    /// another's and the session ended before any reply to them and before its body was
+    /// written. Every recipient is then deferred, and the caller may try it on another
+    /// connection at once.
     public let notSent: Bool
+    /// The `reference` of the message this is the result of.
+    public let reference: UInt64
 
-    public init(recipients: [RecipientResult], notSent: Bool = false) {
+    public init(recipients: [RecipientResult], notSent: Bool = false, reference: UInt64 = 0) {
         self.recipients = recipients
         self.notSent = notSent
+        self.reference = reference
     }
 }
 

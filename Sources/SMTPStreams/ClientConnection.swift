@@ -76,7 +76,7 @@ public protocol ClientConnectionDelegate: AnyObject {
 ///
 /// Confined to its loop's thread. Keeps itself alive while the connection is
 /// open (its stream's handler is this object). Messages handed over with
-/// `send` are reported back, in order, with their tags; after a failure every
+/// `send` are reported back with their tags (not always in the order sent); after a failure every
 /// message still in flight is reported (deferred) before `clientConnectionClosed`.
 public final class ClientConnection: ByteStreamHandler {
     public let loop: Loop
@@ -89,8 +89,8 @@ public final class ClientConnection: ByteStreamHandler {
     private let timer: LoopTimer
     private var actions: [ClientAction] = []        /* reused for every event */
     private var outgoing: [ByteBuffer] = []         /* writes gathered during one perform() */
-    private var tags: [(tag: Int, sent: UInt64)] = []   /* in flight, oldest first */
-    private var tagHead = 0
+    private var tags: [UInt64: (tag: Int, sent: UInt64)] = [:]  /* in flight, by message reference */
+    private var nextReference: UInt64 = 1
     private var stageStart: UInt64                  /* when the current stage began */
     private var reportedStage = ClientSession.Stage.greeting
     private var failure: ClientConnectionError?
@@ -132,7 +132,7 @@ public final class ClientConnection: ByteStreamHandler {
     public var isIdle: Bool { !closed && session.isIdle }
 
     /// Messages handed over and not yet reported.
-    public var inFlight: Int { tags.count - tagHead }
+    public var inFlight: Int { tags.count }
 
     /// What the server offered (after EHLO).
     public var capabilities: Capabilities? { session.capabilities }
@@ -142,7 +142,10 @@ public final class ClientConnection: ByteStreamHandler {
 
     /// send - hand over one message; it is reported back with `tag`.
     public func send(_ message: OutboundMessage, tag: Int) {
-        tags.append((tag, MonotonicClock.nanoseconds()))
+        var message = message
+        message.reference = nextReference
+        nextReference += 1
+        tags[message.reference] = (tag, MonotonicClock.nanoseconds())
         session.send(message, into: &actions)
         perform()
     }
@@ -273,11 +276,10 @@ public final class ClientConnection: ByteStreamHandler {
             case .ready:
                 delegate?.clientConnectionReady(self)
             case .completed(let result):
-                let (tag, sent) = tags[tagHead]
-                tagHead += 1
-                if tagHead == tags.count {
-                    tags.removeAll(keepingCapacity: true)
-                    tagHead = 0
+                /* By reference, not by order: a message refused before it is sent (over
+                   SIZE, needing SMTPUTF8) or sent again without AUTH= overtakes one in flight. */
+                guard let (tag, sent) = tags.removeValue(forKey: result.reference) else {
+                    preconditionFailure("a transaction result for a message never handed over (\(result.reference))")
                 }
                 delegate?.clientConnection(self, completed: result, tag: tag, nanoseconds: MonotonicClock.nanoseconds() - sent)
             case .failed(let error):

@@ -85,6 +85,43 @@ private final class Sender: ClientConnectionDelegate {
     }
 }
 
+/// Sends one message per entry of `bodies` (a body of that many octets, tag = its index)
+/// when the connection is first ready, then quits; reports each tag's dispositions.
+/// Loop-confined; retains itself until closed.
+private final class TaggedSender: ClientConnectionDelegate {
+    private var retainedUntilClosed: TaggedSender?
+    let bodies: [Int]
+    var started = false
+    var results: [Int: [RecipientResult.Disposition]] = [:]
+    let done: ([Int: [RecipientResult.Disposition]]) -> Void
+
+    init(bodies: [Int], done: @escaping ([Int: [RecipientResult.Disposition]]) -> Void) {
+        self.bodies = bodies
+        self.done = done
+        retainedUntilClosed = self
+    }
+
+    func clientConnection(_ connection: ClientConnection, finished stage: ClientConnectionStage, nanoseconds: UInt64) {}
+    func clientConnectionReady(_ connection: ClientConnection) {
+        guard !started else { return connection.quit() }
+        started = true
+        for (tag, size) in bodies.enumerated() {
+            let lines = (0..<(size / 100)).map { _ in String(repeating: "x", count: 98) + "\r\n" }.joined()
+            let body = Array("Subject: \(tag)\r\n\r\n\(lines)".utf8)
+            let payload = try! body.withUnsafeBytes { try MessagePayload(encoding: $0) }
+            connection.send(OutboundMessage(sender: try! ReversePath(parsing: "sender@example.test"),
+                                            recipients: [try! MailAddress(parsing: "r\(tag)@localhost")], payload: payload), tag: tag)
+        }
+    }
+    func clientConnection(_ connection: ClientConnection, completed result: TransactionResult, tag: Int, nanoseconds: UInt64) {
+        results[tag] = result.recipients.map(\.disposition)
+    }
+    func clientConnectionClosed(_ connection: ClientConnection, error: ClientConnectionError?) {
+        done(results)
+        retainedUntilClosed = nil
+    }
+}
+
 /// startServer - a listener on 127.0.0.1 (any port) on `thread`, each connection going to
 /// a Receiver that counts into `received`, `bodies` and `users`; its address.
 private func startServer(on thread: LoopThread, _ configuration: ServerConnectionConfiguration,
@@ -203,6 +240,33 @@ struct ConnectionTests {
         #expect(first.wait(seconds: 10) == [.delivered])
         #expect(users.elements == ["alice"])
         #expect(received.value == 2)
+    }
+
+    /// Two messages handed over together, the second over the server's SIZE: the second is
+    /// refused before it is sent, while the first is still in flight, and each result comes
+    /// back with its own tag (they were matched by order, so the first got the second's
+    /// bounce and the second the first's delivery).
+    @Test func aMessageRefusedBeforeSendingKeepsItsOwnTag() throws {
+        let server = try LoopThread.start(name: "smtp-server")
+        let client = try LoopThread.start(name: "smtp-client")
+        defer {
+            client.stopAndJoin()
+            server.stopAndJoin()
+        }
+        let received = TestCounter()
+        var session = ServerConfiguration(hostname: "localhost")
+        session.maximumMessageSize = 2_000
+        let address = try startServer(on: server, ServerConnectionConfiguration(session: session), received: received)
+        let outcome = TestWaiter<[Int: [RecipientResult.Disposition]]>()
+        client.execute { loop in
+            let delegate = TaggedSender(bodies: [100, 3_000]) { results in outcome.fulfill(results) }
+            _ = ClientConnection.connect(loop: loop, to: address, configuration: ClientConnectionConfiguration(session: ClientConfiguration(heloName: "client.test")),
+                                         crypto: OpenSSLCrypto(), delegate: delegate)
+        }
+        let results = try #require(outcome.wait(seconds: 10))
+        #expect(results[0] == [.delivered], "\(results)")
+        #expect(results[1] == [.bounced], "\(results)")
+        #expect(received.value == 1)
     }
 
     /// A STARTTLS handshake that fails (here: the server's certificate is not trusted) ends
