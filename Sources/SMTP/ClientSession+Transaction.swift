@@ -57,10 +57,12 @@ extension ClientSession {
     }
 
     /// True when a new transaction may go out now: nothing in flight, or (pipelining)
-    /// every transaction in flight has sent its body and only awaits its final reply.
+    /// every transaction in flight has sent its body and only awaits its final reply. One
+    /// whose MAIL was refused still awaits its DATA reply: a server that answers that DATA
+    /// with 354 anyway would read the next transaction's commands as its message.
     private var canStartTransaction: Bool {
         if transactions.isEmpty { return true }
-        return pipelines && transactions.allSatisfy { $0.bodySentOrRefused }
+        return pipelines && transactions.allSatisfy(\.bodySent)
     }
 
     /// start - check a message against the server's limits, then write its commands into `commands`.
@@ -366,9 +368,4 @@ extension ClientSession {
     private func disposition(_ reply: Reply) -> RecipientResult.Disposition {
         reply.isPermanentNegative ? .bounced : .deferred
     }
-}
-
-extension ActiveTransaction {
-    /// True once nothing more will be written for this transaction.
-    var bodySentOrRefused: Bool { bodySent || mailRefused }
 }
