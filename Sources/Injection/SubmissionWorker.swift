@@ -152,6 +152,15 @@ final class SubmissionSession: ServerPolicy, ServerConnectionDelegate {
 
     func serverConnection(_ connection: ServerConnection, received message: ReceivedMessage) {
         let shared = worker.shared
+        /* The listener is stopping and may already have stopped waiting for the messages
+           being stored: one stored now might never be answered (and come again). */
+        if shared.stopping.load(ordering: .acquiring) {
+            closing = true
+            shared.count { $0.messagesRefused += 1; $0.recipientsRefused += message.recipients.count }
+            connection.answer(Reply(code: 421, enhanced: EnhancedStatus(4, 3, 2),
+                                    text: "4.3.2 \(shared.configuration.hostname) Service shutting down; the message was not queued"))
+            return
+        }
         let id = Spool.newID()
         let context = SubmissionContext(
             hostname: shared.configuration.hostname, client: clientText, heloName: message.heloName,

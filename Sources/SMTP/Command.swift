@@ -47,6 +47,9 @@ public enum Command: Hashable, Sendable {
 public enum CommandResult: Hashable, Sendable {
     case command(Command)
     case error(Reply)
+    /// A BDAT line refused: its chunk of `size` octets follows and must be skipped, not read
+    /// as commands (nil: the line did not say how many, and the connection must close).
+    case refusedChunk(Reply, size: Int?)
 }
 
 /// What the parser made of one line sent during an AUTH exchange (RFC 4954 §4).

@@ -64,8 +64,31 @@ public struct CommandParser: Sendable {
         do {
             return (.command(try command(line.content())), consumed)
         } catch {
-            return (.error(error.reply), consumed)
+            switch line {
+            case .complete(let content) where CommandParser.isBDAT(content):
+                return (.refusedChunk(error.reply, size: CommandParser.chunkSize(content)), consumed)
+            case .tooLong(_, bdat: true):
+                return (.refusedChunk(error.reply, size: nil), consumed)
+            default:
+                return (.error(error.reply), consumed)
+            }
         }
+    }
+
+    /// isBDAT - whether a line's verb is BDAT (in any case), however wrong the rest.
+    static func isBDAT(_ line: UnsafeRawBufferPointer) -> Bool {
+        guard line.count >= 4, equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: line[..<4]), "BDAT") else { return false }
+        return line.count == 4 || line[4] == UInt8(ascii: " ")
+    }
+
+    /// chunkSize - the chunk size a refused BDAT line announces, when it gives one that fits
+    /// (1 to 18 digits right after the verb); nil otherwise.
+    static func chunkSize(_ line: UnsafeRawBufferPointer) -> Int? {
+        guard line.count > 5 else { return nil }
+        let argument = line[5...]
+        let digits = argument.prefix { $0 &- 0x30 < 10 }
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
+        return digits.reduce(0) { $0 * 10 + Int($1 &- 0x30) }
     }
 
     /// authContinuation - the client's next line during an AUTH exchange (RFC 4954 §4).
@@ -93,7 +116,7 @@ public struct CommandParser: Sendable {
     /// A line found at the front of the input.
     private enum Line {
         case complete(UnsafeRawBufferPointer)   /* without its CRLF */
-        case tooLong(limit: Int)
+        case tooLong(limit: Int, bdat: Bool)    /* bdat: the line began with BDAT */
         case bareLineFeed
 
         /// content - the line's octets, or the rejection of a line that has none to offer.
@@ -101,7 +124,7 @@ public struct CommandParser: Sendable {
             switch self {
             case .complete(let content):
                 return content
-            case .tooLong(let limit):
+            case .tooLong(let limit, _):
                 throw CommandRejection(500, EnhancedStatus(5, 5, 6)!, "Line too long (limit \(limit) octets)")
             case .bareLineFeed:
                 throw CommandRejection(500, CommandRejection.syntaxError, "Bare <LF> received; end commands with <CR><LF>")
@@ -132,10 +155,10 @@ public struct CommandParser: Sendable {
             guard available >= limit else { return (nil, offset) }
             /* Over the limit: answer now, and drop the line through its LF if it is here, else all of it. */
             if let newline = memchr(start + limit, 0x0A, available - limit) {
-                return (.tooLong(limit: limit), UnsafeRawPointer(newline) - UnsafeRawPointer(base) + 1)
+                return (.tooLong(limit: limit, bdat: CommandParser.isBDAT(rest)), UnsafeRawPointer(newline) - UnsafeRawPointer(base) + 1)
             }
             discarding = true
-            return (.tooLong(limit: limit), bytes.count)
+            return (.tooLong(limit: limit, bdat: CommandParser.isBDAT(rest)), bytes.count)
         }
         let newline = UnsafeRawPointer(found) - UnsafeRawPointer(start)
         let consumed = offset + newline + 1

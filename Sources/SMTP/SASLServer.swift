@@ -238,9 +238,12 @@ struct SCRAMSHA256ServerExchange: SASLServerExchange {
             return .failure(SASLReplies.malformed("client-first needs n= and r="))
         }
         username = user
-        /* An unknown user still gets a challenge (made-up keys), so the exchange does not reveal who exists. */
+        /* An unknown user still gets a challenge (made-up keys), so the exchange does not
+           reveal who exists: its salt is the same at every try, as a real user's is (a
+           fresh random one each time would tell the two apart), yet unguessable. */
         let keys = store.scramSHA256(username: user)
-            ?? SCRAMStoredKeys(salt: crypto.randomBytes(16), iterations: 4096, storedKey: crypto.randomBytes(32), serverKey: crypto.randomBytes(32))
+            ?? SCRAMStoredKeys(salt: Array(crypto.hmacSHA256(key: madeUpSaltKey, message: Array(user.utf8)).prefix(16)),
+                               iterations: 4096, storedKey: crypto.randomBytes(32), serverKey: crypto.randomBytes(32))
         self.keys = keys
         nonce = clientNonce + Base64.encode(crypto.randomBytes(18))
         serverFirst = "r=\(nonce),s=\(Base64.encode(keys.salt)),i=\(keys.iterations)"
@@ -303,3 +306,9 @@ public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     for index in a.indices { difference |= a[index] ^ b[index] }
     return difference == 0
 }
+
+/// The key made-up SCRAM salts of unknown users are derived with: random, one per process.
+private let madeUpSaltKey: [UInt8] = {
+    var generator = SystemRandomNumberGenerator()
+    return (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+}()

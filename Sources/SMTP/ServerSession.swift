@@ -23,6 +23,7 @@ public struct ServerSession {
         case authResponse               /* reading a response to our 334 */
         case data                       /* reading DATA through the DataReader */
         case chunk(remaining: Int, last: Bool)  /* reading BDAT octets */
+        case skipping(remaining: Int)   /* throwing away the chunk of a BDAT already refused */
         case awaitingDecision           /* a message is with the driver */
         case verifying                  /* a PLAIN/LOGIN password is with the driver (for `verifyingUser`) */
         case upgrading                  /* 220 to STARTTLS sent; the driver is doing TLS */
@@ -36,6 +37,7 @@ public struct ServerSession {
         var recipients: [(address: MailAddress, parameters: RecipientParameters)] = []
         var body = ByteBuffer()
         var chunkFailure: Reply?        /* BDAT: the first reason to refuse, answered at LAST */
+        var usedBDAT = false            /* a BDAT came: DATA may not follow (RFC 3030 §2) */
     }
 
     public let configuration: ServerConfiguration
@@ -124,6 +126,12 @@ public struct ServerSession {
                 switch result {
                 case .command(let command): handle(command)
                 case .error(let refusal): refuse(refusal)
+                case .refusedChunk(let refusal, let size):
+                    /* Its octets follow whatever we answer: skip them, or, when the line did
+                       not say how many, close (they cannot be told from commands). */
+                    refuse(refusal)
+                    if case .closed = mode { break }
+                    if let size { mode = .skipping(remaining: size) } else { mode = .closed }
                 }
             case .authResponse:
                 let (continuation, used) = parser.authContinuation(rest)
@@ -145,11 +153,23 @@ public struct ServerSession {
                     break reading
                 }
                 endOfChunk(last: last, into: &actions)
+            case .skipping(let remaining):
+                let take = min(remaining, rest.count)
+                consumed += take
+                if take < remaining {
+                    mode = .skipping(remaining: remaining - take)
+                    break reading
+                }
+                mode = .command
             case .greeting, .awaitingDecision, .verifying, .upgrading, .closed:
                 break reading
             }
             if case .closed = mode { break reading }
         }
+        /* A BDAT of 0 octets at the end of the input is complete without any (RFC 3030 §4.3
+           ends a message with BDAT 0 LAST): answer it now, not when more comes. */
+        if case .chunk(remaining: 0, let last) = mode { endOfChunk(last: last, into: &actions) }
+        if case .skipping(remaining: 0) = mode { mode = .command }
         flush(into: &actions)
         return consumed
     }
@@ -287,7 +307,10 @@ public struct ServerSession {
     private mutating func rcpt(_ recipient: MailAddress, _ parameters: RecipientParameters) {
         guard let current = transaction else { return refuse(503, EnhancedStatus(5, 5, 1), "Error: need MAIL command") }
         guard current.recipients.count < configuration.maximumRecipients else {
-            return refuse(452, EnhancedStatus(4, 5, 3), "Error: too many recipients")
+            /* Not counted as an error: a client with a long list sends the rest in another
+               transaction after this one's DATA (RFC 5321 §4.5.3.1.10), and must not lose
+               the accepted ones to the error limit. */
+            return reply(452, EnhancedStatus(4, 5, 3), "Error: too many recipients")
         }
         if recipient.requiresSMTPUTF8 && !current.parameters.smtpUTF8 {
             return refuse(553, EnhancedStatus(5, 6, 7), "Recipient address needs the SMTPUTF8 parameter")
@@ -299,6 +322,7 @@ public struct ServerSession {
 
     private mutating func data() {
         guard let current = transaction else { return refuse(503, EnhancedStatus(5, 5, 1), "Error: need MAIL command") }
+        guard !current.usedBDAT else { return refuse(503, EnhancedStatus(5, 5, 1), "Error: DATA cannot follow BDAT in one transaction") }
         guard !current.recipients.isEmpty else { return refuse(554, EnhancedStatus(5, 5, 1), "Error: no valid recipients") }
         reader = DataReader(bareLineEndings: configuration.bareLineEndings,
                             maximumMessageSize: configuration.maximumMessageSize > 0 ? configuration.maximumMessageSize : .max)
@@ -318,13 +342,19 @@ public struct ServerSession {
     }
 
     private mutating func bdat(size: Int, last: Bool) {
-        /* The chunk's octets follow whatever we answer: read them even to throw them away. */
-        if transaction == nil || transaction!.recipients.isEmpty {
-            let refusal = transaction == nil
-                ? Reply(code: 503, enhanced: EnhancedStatus(5, 5, 1), text: "5.5.1 Error: need MAIL command")
-                : Reply(code: 554, enhanced: EnhancedStatus(5, 5, 1), text: "5.5.1 Error: no valid recipients")
-            transaction = transaction ?? Transaction(sender: .null, parameters: MailParameters())
-            transaction!.chunkFailure = transaction!.chunkFailure ?? refusal
+        /* The chunk's octets follow whatever we answer: read them even to throw them away.
+           Without a transaction there is nothing to add them to (and nothing may start one
+           but MAIL, with its checks): refuse each such chunk and skip it. */
+        guard transaction != nil else {
+            refuse(503, EnhancedStatus(5, 5, 1), "Error: need MAIL command")
+            if case .closed = mode { return }
+            mode = .skipping(remaining: size)
+            return
+        }
+        transaction!.usedBDAT = true
+        if transaction!.recipients.isEmpty {
+            transaction!.chunkFailure = transaction!.chunkFailure
+                ?? Reply(code: 554, enhanced: EnhancedStatus(5, 5, 1), text: "5.5.1 Error: no valid recipients")
         }
         let limit = configuration.maximumMessageSize
         if limit > 0 && transaction!.body.readableBytes + size > limit && transaction!.chunkFailure == nil {
@@ -513,7 +543,7 @@ public struct ServerSession {
         switch mode {
         case .closed: close(into: &actions)
         case .upgrading: actions.append(.startTLS)
-        case .data, .chunk: actions.append(.armTimer(milliseconds: configuration.dataTimeout))
+        case .data, .chunk, .skipping: actions.append(.armTimer(milliseconds: configuration.dataTimeout))
         case .command, .authResponse: actions.append(.armTimer(milliseconds: configuration.commandTimeout))
         case .greeting, .awaitingDecision, .verifying: break
         }

@@ -54,7 +54,7 @@ private func mailbox(_ text: String) -> MailAddress {
 /// status - the code and enhanced code of an error result ("500 5.5.2"), or "command" and the verb.
 private func status(_ result: CommandResult?) -> String {
     switch result {
-    case .error(let reply)?: return "\(reply.code) \(reply.enhanced.map { "\($0)" } ?? "-")"
+    case .error(let reply)?, .refusedChunk(let reply, _)?: return "\(reply.code) \(reply.enhanced.map { "\($0)" } ?? "-")"
     case .command(let command)?: return "command " + String("\(command)".prefix { $0 != "(" })
     case nil: return "nothing"
     }
@@ -199,7 +199,13 @@ struct CommandParserTests {
         #expect(results("MAIL FROM:<a@b.c> SIZE=1 size=2\r\n")
                 == [.error(Reply(code: 501, enhanced: EnhancedStatus(5, 5, 4), text: "5.5.4 Duplicate SIZE parameter"))])
         #expect(results("BDAT\r\n")
-                == [.error(Reply(code: 501, enhanced: EnhancedStatus(5, 5, 2), text: "5.5.2 Syntax: BDAT chunk-size [LAST]"))])
+                == [.refusedChunk(Reply(code: 501, enhanced: EnhancedStatus(5, 5, 2), text: "5.5.2 Syntax: BDAT chunk-size [LAST]"), size: nil)])
+        /* A refused BDAT line says how much chunk follows when it can: the session skips it. */
+        let refused = Reply(code: 501, enhanced: EnhancedStatus(5, 5, 2), text: "5.5.2 Syntax: BDAT chunk-size [LAST]")
+        #expect(results("BDAT 10 FIRST\r\n") == [.refusedChunk(refused, size: 10)])
+        #expect(results("bdat 1234567890123456789 LAST\r\n")
+                == [.refusedChunk(Reply(code: 501, enhanced: EnhancedStatus(5, 5, 4), text: "5.5.4 Bad BDAT chunk size (more than 18 digits)"), size: nil)])
+        #expect(results("BDATX 10\r\n").first.map { if case .error = $0 { true } else { false } } == true, "not BDAT")
         #expect(results("STARTTLS now\r\n")
                 == [.error(Reply(code: 501, enhanced: EnhancedStatus(5, 5, 2), text: "5.5.2 Syntax: STARTTLS"))])
         #expect(results("NOOP\u{1}\r\n")
