@@ -511,7 +511,16 @@ extension SpoolShard {
         for pending in selected {
             let place = UInt64(pending.segment) << 32 | UInt64(pending.offset)
             if records[place] == nil {
-                let decoded = try decodeRecipients(try readRecord(segment: pending.segment, offset: pending.offset))
+                let raw = try readRecord(segment: pending.segment, offset: pending.offset)
+                /* The record read must be this message's: anything else (a stale position)
+                   would give another message's addresses. */
+                guard raw.count >= 8 + 1 + 16, raw.withUnsafeBytes({ bytes in
+                    var reader = RecordReader(UnsafeRawBufferPointer(rebasing: bytes[9...]))
+                    return (try? reader.id()) == pending.key.message
+                }) else {
+                    throw SpoolError(.invalid("recipient \(pending.key): the record read is not its recipients record"), path: segmentPath(pending.segment))
+                }
+                let decoded = try decodeRecipients(raw)
                 records[place] = Dictionary(decoded.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
             }
             guard let found = records[place]?[pending.key.index] else {

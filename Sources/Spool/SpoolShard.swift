@@ -125,7 +125,7 @@ public final class SpoolShard: @unchecked Sendable {
     /// Descriptors of deleted segments, closed at the next compaction rather than at once,
     /// so a reader that looked one up just before the deletion does not pread a reused
     /// number (readers also check the record they get is the one they asked for).
-    private var retiredReaders: [Int32] = []
+    private var retiredReaders: [(fd: Int32, since: Int64)] = []   /* closed once no read can still use them */
     private var writer: WorkerThread?
     private var lockDescriptor: Int32 = -1
     /// The recovery report of the last open.
@@ -180,7 +180,7 @@ public final class SpoolShard: @unchecked Sendable {
 
     deinit {
         for (_, fd) in readers { Glibc.close(fd) }
-        for fd in retiredReaders { Glibc.close(fd) }
+        for (fd, _) in retiredReaders { Glibc.close(fd) }
         if descriptor >= 0 { Glibc.close(descriptor) }
         if lockDescriptor >= 0 { Glibc.close(lockDescriptor) }
     }
@@ -553,10 +553,10 @@ public final class SpoolShard: @unchecked Sendable {
             guard ftruncate(descriptor, off_t(currentSize)) == 0 else { throw .system("ftruncate", path: segmentPath(currentSegment)) }
             fileSize = currentSize
         }
-        if dirtySince != nil || configuration.durability != .none {
-            guard fdatasync(descriptor) == 0 else { throw .system("fdatasync", path: segmentPath(currentSegment)) }
-            dirtySince = nil
-        }
+        /* Always synced, whatever the modes: a sealed segment must not come back after a
+           crash with its zero tail (replay would take it for damage). */
+        guard fdatasync(descriptor) == 0 else { throw .system("fdatasync", path: segmentPath(currentSegment)) }
+        dirtySince = nil
         try startSegment(currentSegment + 1)
         monitor.withLock { wantCompaction() }
     }
@@ -721,9 +721,14 @@ public final class SpoolShard: @unchecked Sendable {
     }
 
     private func deleteDeadSegments() {
+        /* A reader may have taken a descriptor just before it was retired and be about to
+           pread: closing it at once could let the number be reused by another file under
+           that read. A second is far longer than any read between lookup and pread. */
+        let now = monotonicMilliseconds()
         let retired = monitor.withLock { () -> [Int32] in
-            defer { retiredReaders.removeAll() }
-            return retiredReaders
+            let old = retiredReaders.filter { now - $0.since >= 1_000 }.map(\.fd)
+            retiredReaders.removeAll { now - $0.since >= 1_000 }
+            return old
         }
         for fd in retired { Glibc.close(fd) }
         let rounds = monitor.withLock { state.deletable(current: currentSegment) }
@@ -735,7 +740,7 @@ public final class SpoolShard: @unchecked Sendable {
             monitor.withLock {
                 for number in round {
                     state.segments[number] = nil
-                    if let fd = readers.removeValue(forKey: number) { retiredReaders.append(fd) }
+                    if let fd = readers.removeValue(forKey: number) { retiredReaders.append((fd, now)) }
                 }
             }
             for number in round { unlink(segmentPath(number)) }
@@ -914,6 +919,9 @@ public final class SpoolShard: @unchecked Sendable {
         let path = segmentPath(segment)
         let fd = try typed { try monitor.withLock { () throws -> Int32 in
             if let fd = readers[segment] { return fd }
+            /* Compaction may be deleting it: a descriptor opened now would never be closed
+               (and keep the deleted file's blocks). The caller looks again. */
+            guard state.segments[segment] != nil else { throw SpoolError(.invalid("segment \(segment) is gone"), path: path) }
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw SpoolError.system("open", path: path) }
             readers[segment] = fd
@@ -1097,12 +1105,21 @@ final class PreparedSegment: @unchecked Sendable {
     }
 }
 
+/// makeDirectory - `path` and any missing parents; each one made is made durable by syncing
+/// the directory it was made in (a spool's first acknowledged message must not vanish with
+/// the folder that holds it).
 func makeDirectory(_ path: String) throws(SpoolError) {
     var prefix = ""
+    var parent = path.hasPrefix("/") ? "/" : "."
     for part in path.split(separator: "/", omittingEmptySubsequences: false) {
         prefix += prefix.isEmpty && path.hasPrefix("/") ? "/\(part)" : (prefix.isEmpty ? String(part) : "/\(part)")
         if prefix.isEmpty || prefix == "/" { continue }
-        if mkdir(prefix, 0o755) != 0 && errno != EEXIST { throw .system("mkdir", path: prefix) }
+        if mkdir(prefix, 0o755) == 0 {
+            try syncDirectory(parent)
+        } else if errno != EEXIST {
+            throw .system("mkdir", path: prefix)
+        }
+        parent = prefix
     }
 }
 
