@@ -122,9 +122,15 @@ public final class SpoolShard: @unchecked Sendable {
     private var closing = false
     private var closed = false
     private var readers: [UInt32: Int32] = [:]
-    /// Descriptors of deleted segments, closed at the next compaction rather than at once,
-    /// so a reader that looked one up just before the deletion does not pread a reused
-    /// number (readers also check the record they get is the one they asked for).
+    /// Set when a sync of the segment failed other than for space: the kernel may have
+    /// dropped pages written before it (and a later sync would report success), so what is
+    /// on disk is unknown until a restart replays it. Every append fails from then on.
+    private var broken: SpoolError?
+    /// Tests only: how many of the next syncs of this shard's segment fail with EIO.
+    let syncFaults = Atomic<Int>(0)
+    /// Descriptors of deleted segments, closed a second after their deletion rather than at
+    /// once, so a reader that looked one up just before it does not pread a reused number
+    /// (readers also check the record they get is the one they asked for).
     private var retiredReaders: [(fd: Int32, since: Int64)] = []   /* closed once no read can still use them */
     private var writer: WorkerThread?
     private var lockDescriptor: Int32 = -1
@@ -442,6 +448,11 @@ public final class SpoolShard: @unchecked Sendable {
             item.completion(.failure(SpoolError(configuration.readOnly ? .invalid("the spool is open read-only") : .closed, path: directory)))
             return
         }
+        if let broken {
+            monitor.unlock()
+            item.completion(.failure(broken))
+            return
+        }
         queue.append(item)
         if queue.count == 1 { monitor.broadcast() }
         monitor.unlock()
@@ -489,7 +500,8 @@ public final class SpoolShard: @unchecked Sendable {
                 for item in compactions { item.completion(.success(())) }
             }
             if let since = dirtySince, monotonicMilliseconds() - since >= Int64(intervalMilliseconds) || stop {
-                if fdatasync(descriptor) == 0 { dirtySince = nil }
+                if syncData() != 0 { syncFailed(.system("fdatasync", path: segmentPath(currentSegment))) }
+                dirtySince = nil
             }
             if stop { break }
             if let since = compaction {
@@ -511,6 +523,25 @@ public final class SpoolShard: @unchecked Sendable {
         if compactionWantedSince == nil { compactionWantedSince = (monotonicMilliseconds(), appended) }
     }
 
+    /// syncData - fdatasync the current segment (writer thread); a test may make it fail.
+    private func syncData() -> Int32 {
+        if syncFaults.load(ordering: .relaxed) > 0 {
+            syncFaults.subtract(1, ordering: .relaxed)
+            errno = EIO
+            return -1
+        }
+        return fdatasync(descriptor)
+    }
+
+    /// syncFailed - a sync failed: unless for want of space (which a later write reports
+    /// again, and which freeing space cures), the shard takes no more appends. After a
+    /// failed fdatasync the kernel may have marked the pages it could not write clean, so a
+    /// later sync succeeds without them; carrying on would acknowledge on top of lost data.
+    private func syncFailed(_ error: SpoolError) {
+        guard case .io = error.reason else { return }
+        monitor.withLock { broken = broken ?? error }
+    }
+
     /// The shortest interval among the interval modes in use.
     private var intervalMilliseconds: Int {
         var result = 1000
@@ -523,6 +554,10 @@ public final class SpoolShard: @unchecked Sendable {
     /// durable, apply it and complete every append in it.
     private func commit(_ batch: [PendingAppend]) {
         guard !batch.isEmpty else { return }
+        if let broken = monitor.withLock({ self.broken }) {
+            for item in batch { item.completion(.failure(broken)) }
+            return
+        }
         if earlyRotationDue {
             /* Only a speed-up: if the move fails, the batch goes into the growing segment,
                whose own write and sync then report any real trouble. */
@@ -555,7 +590,11 @@ public final class SpoolShard: @unchecked Sendable {
         }
         /* Always synced, whatever the modes: a sealed segment must not come back after a
            crash with its zero tail (replay would take it for damage). */
-        guard fdatasync(descriptor) == 0 else { throw .system("fdatasync", path: segmentPath(currentSegment)) }
+        guard syncData() == 0 else {
+            let error = SpoolError.system("fdatasync", path: segmentPath(currentSegment))
+            syncFailed(error)
+            throw error
+        }
         dirtySince = nil
         try startSegment(currentSegment + 1)
         monitor.withLock { wantCompaction() }
@@ -576,8 +615,9 @@ public final class SpoolShard: @unchecked Sendable {
         if written != 0 {
             failure = .system("write", path: segmentPath(currentSegment), errno: written)
         } else if chunk.contains(where: { $0.durability == .fsync }) {
-            if fdatasync(descriptor) != 0 {
+            if syncData() != 0 {
                 failure = .system("fdatasync", path: segmentPath(currentSegment))
+                syncFailed(failure!)
             } else {
                 dirtySince = nil
             }
