@@ -54,7 +54,9 @@ private func run(_ stream: UnsafeRawBufferPointer, _ lengths: [Int]) -> [Event] 
 /// check - the invariants of one result.
 private func check(_ event: Event) {
     switch event {
-    case .command(.error(let reply)), .auth(.error(let reply)):
+    case .command(.refusedChunk(_, let size)) where (size ?? 0) < 0:
+        fatalError("a refused BDAT's chunk size is negative: \(size!)")
+    case .command(.error(let reply)), .auth(.error(let reply)), .command(.refusedChunk(let reply, _)):
         require([500, 501, 502, 555].contains(reply.code), "reply code \(reply.code)")
         guard let status = reply.enhanced else { fatalError("no enhanced code in \(reply)") }
         require(status.statusClass == 5 && reply.text.hasPrefix("\(status) "), "reply text \(reply.text)")
