@@ -469,9 +469,13 @@ public struct Scheduler {
     /// (see `nextWakeup` for when to ask again, or a completion frees a slot).
     public mutating func next(now: Int64) -> Delivery? {
         advance(now: now)
-        var visited = 0
-        while visited < readySites.count + 1, let siteIndex = readySites.popFirst() {
-            visited += 1
+        /* Each site listed now is looked at once: a blocked one leaves the list (a wake-up or
+           an event lists it again), a served one goes to the back. The bound is fixed first:
+           counting against the shrinking list stopped halfway, and the sites behind the
+           blocked ones waited for an unrelated event. */
+        var budget = readySites.count
+        while budget > 0, let siteIndex = readySites.popFirst() {
+            budget -= 1
             let site = sites[siteIndex]
             site.inReadyList = false
             if let wait = siteGate(siteIndex, now: now) {

@@ -38,6 +38,22 @@ struct AdministrationTests {
         #expect(scheduler.next(now: 5_000)?.recipients.map(\.id) == [1, 2, 3])
     }
 
+    /// Two suspended sites ahead of a ready one in the ready list: one call to `next` still
+    /// reaches the ready site (it looked at about half the list, and nothing woke the
+    /// caller for the rest: the ready site waited for an unrelated event).
+    @Test func suspendedSitesAheadDoNotHideAReadyOne() {
+        var scheduler = TestScheduler(configuration())
+        let first = scheduler.site("first")
+        let second = scheduler.site("second")
+        let ready = scheduler.site("ready")
+        scheduler.suspend(site: first, until: .max)
+        scheduler.suspend(site: second, until: .max)
+        scheduler.submit(recipient(1), domain: scheduler.domain("a.test", site: first), now: 0)
+        scheduler.submit(recipient(2), domain: scheduler.domain("b.test", site: second), now: 0)
+        scheduler.submit(recipient(3), domain: scheduler.domain("c.test", site: ready), now: 0)
+        #expect(scheduler.next(now: 0)?.recipients.map(\.id) == [3])
+    }
+
     @Test("A suspension without expiry holds until a manual resume", arguments: Scope.allCases)
     func suspendAndResume(scope: Scope) {
         var (scheduler, site, held, _) = setUp()
