@@ -449,6 +449,9 @@ enum AdminRequest {
         let field: String
     }
 
+    /// The longest suspension with an end, in seconds (ten years).
+    static let longestSuspension: Int64 = 3_650 * 86_400
+
     /// parse - the action in `body`; `now` (ms since the epoch) dates a suspension's end.
     static func parse(_ body: Data, now: Int64) -> Result<AdminAction, Problem> {
         guard let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else {
@@ -466,6 +469,10 @@ enum AdminRequest {
             if let value = object["duration"] {
                 guard let seconds = durationSeconds(value), seconds > 0 else {
                     return .failure(Problem(message: "duration is a number of seconds or a text such as \"90s\", \"30m\", \"4h\", \"2d\"", field: "duration"))
+                }
+                /* Longer is "until resumed" (no duration); a huge one overflowed and stopped the process. */
+                guard seconds <= AdminRequest.longestSuspension else {
+                    return .failure(Problem(message: "duration is at most \(AdminRequest.longestSuspension / 86_400) days; leave it out to suspend until resumed", field: "duration"))
                 }
                 until = now + seconds * 1000
             }

@@ -106,10 +106,12 @@ struct InjectRequest {
             }
             var variables = try substitutions(recipient["substitutions"], path + ".substitutions")
             if content.builder {
-                /* The builder's To: is the recipient's own: a top-level "name" never fills it. */
-                variables.append(("email", parsed.description))
+                /* The builder's To: is the recipient's own: neither a top-level "name" nor the
+                   recipient's substitutions fill it (first pair wins, so these go first; a
+                   substituted name could close the quotes and add addresses to To:). */
                 let name = try recipient["name"].map { v throws(InjectRequestError) in try string(v, path + ".name") } ?? ""
-                variables.append(("name", String(name.unicodeScalars.filter { $0 != "\"" && $0 != "\\" })))
+                variables.insert(contentsOf: [("email", parsed.description),
+                                              ("name", String(name.unicodeScalars.filter { $0 != "\"" && $0 != "\\" }))], at: 0)
             }
             /* Own values first: the first pair of a name wins when rendering. */
             for global in globals where !variables.contains(where: { $0.0 == global.0 }) { variables.append(global) }

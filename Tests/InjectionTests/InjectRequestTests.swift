@@ -52,6 +52,21 @@ import Testing
                 "no name: an empty one, so a top-level substitution cannot fill To:")
     }
 
+    /// A recipient's own substitutions cannot fill the builder's To: (the first pair of a
+    /// name wins; they came first, and a "name" closing the quotes added addresses to To:).
+    @Test func substitutionsDoNotReachTheBuildersTo() throws {
+        let message = try parse(#"""
+        {"envelope_sender": "news@origin.test",
+         "content": {"subject": "Hi", "from": {"email": "news@origin.test"}, "text_body": "Hello {{name}} {{n}}"},
+         "recipients": [{"email": "a@one.test", "name": "Ann",
+                         "substitutions": {"name": "x\" <evil@elsewhere.test>, \"", "email": "evil@elsewhere.test", "n": "7"}}]}
+        """#)
+        let pairs = message.recipients[0].variables
+        #expect(pairs.first { $0.0 == "name" }?.1 == "Ann")
+        #expect(pairs.first { $0.0 == "email" }?.1 == "a@one.test")
+        #expect(pairs.first { $0.0 == "n" }?.1 == "7", "other substitutions still apply")
+    }
+
     @Test func eachMistakeNamesItsField() {
         let cases: [(String, String, String)] = [
             ("{", "", "not valid JSON"),
