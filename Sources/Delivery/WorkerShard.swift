@@ -468,9 +468,10 @@ public final class WorkerShard: @unchecked Sendable {
     func status(_ completion: @escaping @Sendable (ShardStatus) -> Void) {
         let posted = thread.execute { [self] _ in
             guard loop != nil else { return completion(ShardStatus()) }
-            scheduler.advance(now: nowMilliseconds())
+            let now = nowMilliseconds()
+            scheduler.advance(now: now)
             var status = ShardStatus()
-            status.ready = scheduler.readyCount
+            status.ready = scheduler.sendableCount(now: now)
             status.waiting = scheduler.pendingCount - status.ready
             status.inFlight = inFlight
             status.resolving = resolving.values.reduce(0) { $0 + $1.count }

@@ -363,6 +363,27 @@ public struct Scheduler {
     /// progress displays and drain checks, not for the hot path.
     public var readyCount: Int { domains.reduce(0) { $0 + $1.readyCount } }
 
+    /// sendableCount - ready recipients not held at `now` by a suspension (of their domain,
+    /// site or bulk campaign) or their site's pause: what may go once slots and rates allow.
+    /// The held ones wait for an operator or a time, like deferred ones.
+    public func sendableCount(now: Int64) -> Int {
+        var count = 0
+        for domain in domains where domain.readyCount > 0 {
+            let site = sites[domain.site]
+            guard domain.suspendedUntil <= now, site.suspendedUntil <= now, site.pausedUntil <= now else { continue }
+            guard !campaignSuspensions.isEmpty else {
+                count += domain.readyCount
+                continue
+            }
+            count += domain.transactional.count
+            for (slot, campaign) in domain.campaignOrder.enumerated() {
+                if let until = campaignSuspensions[campaign], until > now { continue }
+                count += domain.bulkQueues[slot].count
+            }
+        }
+        return count
+    }
+
     public func domainName(_ index: Int) -> String { domains[index].name }
     public func siteName(_ index: Int) -> String { sites[index].name }
     public func limits(site: Int) -> Limits { sites[site].limits }

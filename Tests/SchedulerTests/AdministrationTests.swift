@@ -38,6 +38,19 @@ struct AdministrationTests {
         #expect(scheduler.next(now: 5_000)?.recipients.map(\.id) == [1, 2, 3])
     }
 
+    /// Recipients held by a suspension count as waiting, not as sendable (so `serve --drain`
+    /// can finish while an operator holds a domain, site or campaign), and count again once
+    /// it ends.
+    @Test("Held recipients are not sendable", arguments: Scope.allCases)
+    func heldRecipientsAreNotSendable(scope: Scope) {
+        var (scheduler, site, held, _) = setUp()
+        #expect(scheduler.sendableCount(now: 0) == 4)
+        suspend(&scheduler, scope, site: site, domain: held, until: 5_000, now: 0)
+        #expect(scheduler.sendableCount(now: 0) == 1, "only the free domain's recipient")
+        #expect(scheduler.readyCount == 4, "still queued")
+        #expect(scheduler.sendableCount(now: 5_000) == 4, "the suspension has ended")
+    }
+
     /// Two suspended sites ahead of a ready one in the ready list: one call to `next` still
     /// reaches the ready site (it looked at about half the list, and nothing woke the
     /// caller for the rest: the ready site waited for an unrelated event).
