@@ -127,7 +127,52 @@ struct InjectRequest {
         if let value = fields["campaign"] { metadata.campaign = try string(value, "campaign") }
         if let value = fields["tenant"] { metadata.tenant = try string(value, "tenant") }
         metadata.expires = try expiry(fields, now: now)
+        try checkLines(content.body, recipients: recipients)
         return InjectRequest(message: NewMessage(sender: sender, body: content.body, metadata: metadata, recipients: recipients))
+    }
+
+    /// checkLines - refuse a message some recipient would get with a line over 998 octets
+    /// (RFC 5322 §2.1.1): the engine does not fold lines, so it would be accepted here and
+    /// bounce at delivery. The template alone is checked first (its own fault: "content");
+    /// each recipient's rendering only when their longest value could push a line with a
+    /// `{{field}}` over the limit (HTML escaping grows a value at most sixfold).
+    private static func checkLines(_ body: [UInt8], recipients: [NewRecipient]) throws(InjectRequestError) {
+        let template = MessageTemplate(body, mergeFields: true)
+        @Sendable func encodes(_ variables: [(String, String)]) -> Int? {
+            let rendered = template.render(variables, queueID: "check", messageIDDomain: "check.invalid")
+            let result = rendered.withUnsafeBytes { raw in
+                Result { () throws(EncodingError) in try MessagePayload(encoding: raw) }
+            }
+            if case .failure(.lineTooLong(let line)) = result { return line }
+            return nil
+        }
+        let advice = "is longer than 998 octets (RFC 5322 §2.1.1); break it, or encode the body as quoted-printable or base64"
+        if let line = encodes([]) { throw InjectRequestError(field: "content", message: "line \(line) of the message \(advice)") }
+        /* The longest line that holds a reference, and how many it holds. */
+        var worst = 0
+        var start = 0
+        while start < body.count {
+            let end = body[start...].firstIndex(of: UInt8(ascii: "\n")) ?? body.count
+            var references = 0
+            var index = start
+            while index + 1 < end {
+                if body[index] == UInt8(ascii: "{") && body[index + 1] == UInt8(ascii: "{") { references += 1; index += 2 } else { index += 1 }
+            }
+            if references > 0 { worst = max(worst, (end - start) + references * 6 * longestValue(recipients)) }
+            start = end + 1
+        }
+        guard worst > 998 else { return }
+        for (index, recipient) in recipients.enumerated() {
+            if let line = encodes(recipient.variables) {
+                throw InjectRequestError(field: recipients.count == 1 ? "recipients[0].substitutions" : "recipients[\(index)].substitutions",
+                                         message: "makes line \(line) of the message for \(recipient.address) longer than 998 octets; break it, or shorten the value")
+            }
+        }
+    }
+
+    /// longestValue - the most octets any recipient's substitution value has.
+    private static func longestValue(_ recipients: [NewRecipient]) -> Int {
+        recipients.reduce(0) { longest, recipient in recipient.variables.reduce(longest) { max($0, $1.1.utf8.count) } }
     }
 
     // MARK: Content

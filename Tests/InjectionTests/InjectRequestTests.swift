@@ -67,6 +67,22 @@ import Testing
         #expect(pairs.first { $0.0 == "n" }?.1 == "7", "other substitutions still apply")
     }
 
+    /// A line over 998 octets is refused at injection, naming the content or the recipient
+    /// whose substitution makes it so (it was accepted, then bounced 554 at delivery).
+    @Test func overLongLinesAreRefusedAtInjection() throws {
+        func refusal(_ json: String) -> InjectRequestError? {
+            do { _ = try parse(json); return nil } catch { return error }
+        }
+        let long = String(repeating: "x", count: 1_200)
+        #expect(refusal(#"{"envelope_sender": "a@b.test", "content": "Subject: hi\r\n\r\n\#(long)\r\n", "recipients": [{"email": "a@b.test"}]}"#)?.field == "content")
+        #expect(refusal(#"{"envelope_sender": "a@b.test", "content": {"subject": "s", "html_body": "<p>\#(long)</p>"}, "recipients": [{"email": "a@b.test"}]}"#)?.field == "content")
+        let grown = refusal(#"{"envelope_sender": "a@b.test", "content": "Subject: hi\r\n\r\nDear {{name}}\r\n", "recipients": [{"email": "a@b.test", "substitutions": {"name": "Ann"}}, {"email": "c@b.test", "substitutions": {"name": "\#(long)"}}]}"#)
+        #expect(grown?.field == "recipients[1].substitutions", "\(String(describing: grown))")
+        /* 998 octets exactly is fine. */
+        let edge = String(repeating: "y", count: 998)
+        #expect(refusal(#"{"envelope_sender": "a@b.test", "content": "Subject: hi\r\n\r\n\#(edge)\r\n", "recipients": [{"email": "a@b.test"}]}"#) == nil)
+    }
+
     @Test func eachMistakeNamesItsField() {
         let cases: [(String, String, String)] = [
             ("{", "", "not valid JSON"),
