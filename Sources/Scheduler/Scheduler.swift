@@ -818,6 +818,9 @@ public struct Scheduler {
     /// toward pausing it; a failed probe pauses it again for twice as long.
     public mutating func connectionFailed(site index: Int, now: Int64) {
         let site = sites[index]
+        /* Already paused: a failure now is a transaction started before the pause, which
+           says nothing new (each one doubled the pause: ten in flight made a minute an hour). */
+        if site.pausedUntil > now { return }
         site.consecutiveFailures += 1
         site.window = max(1, site.window / 2)
         if site.probing || site.consecutiveFailures >= configuration.health.threshold {

@@ -179,6 +179,24 @@ struct ConcurrencyHealthTests {
         }
     }
 
+    @Test("Health: failures of transactions started before a pause do not lengthen it")
+    func failuresInFlightDoNotEscalateThePause() throws {
+        var (scheduler, site, _) = loaded(Limits(maxConnections: 10, initialConnections: 10), count: 200)
+        let outstanding = scheduler.drain(now: 0)
+        #expect(outstanding.count == 10)
+        /* The server goes away: the first five failures pause the site for a minute... */
+        for delivery in outstanding.prefix(5) { fail(&scheduler, delivery, site: site, now: 0, order: .failureFirst) }
+        #expect(scheduler.pausedUntil(site: site) == 60_000)
+        /* ...and the five already in flight failing a moment later leave it at a minute
+           (each doubled it: 2, 4, 8, 16, 32 minutes). */
+        for delivery in outstanding.suffix(5) { fail(&scheduler, delivery, site: site, now: 1_000, order: .failureFirst) }
+        #expect(scheduler.pausedUntil(site: site) == 60_000)
+        /* The probe after the pause failing still doubles it. */
+        let probe = try scheduler.required(now: 60_000)
+        fail(&scheduler, probe, site: site, now: 60_000, order: .failureFirst)
+        #expect(scheduler.pausedUntil(site: site) == 60_000 + 120_000)
+    }
+
     @Test("Health: failures must be consecutive; a greeting or a delivery resets the count")
     func consecutiveOnly() throws {
         var (scheduler, site, _) = loaded(Limits(), count: 10)
