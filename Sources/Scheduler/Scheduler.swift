@@ -566,6 +566,19 @@ public struct Scheduler {
                     }
                 }
                 let recipients = transactional ? takeTransactional(domain, now: now) : takeBulk(domain, now: now)
+                if !transactional && recipients.isEmpty {
+                    /* Every campaign with work here is suspended: the domain leaves the bulk
+                       list until a resume or the suspension's end lists it again. Listed, it
+                       kept its site listed, and each look took a shared rate token for nothing
+                       (the other shards' domains of the site got less of its rate). */
+                    domain.burst = 0
+                    if !domain.transactional.isEmpty && !domain.inTransactionalList {
+                        domain.inTransactionalList = true
+                        site.transactionalDomains.append(index)
+                        listSite(siteIndex)
+                    }
+                    continue
+                }
                 /* A domain keeps its site's turn for up to `domainBurst` transactions in a row
                    (as one connection would carry them), then goes to the back: the next
                    decisions find its queues still in cache (with 100,000 domains this took a
@@ -698,7 +711,13 @@ public struct Scheduler {
             siteWakes.removeMin()
             listSite(wake.index)
         }
-        while let time = campaignWakes.min, time <= now { campaignWakes.removeMin() }
+        if let time = campaignWakes.min, time <= now {
+            while let time = campaignWakes.min, time <= now { campaignWakes.removeMin() }
+            /* A campaign suspension ended: its domains left the bulk lists while it held them. */
+            for index in domains.indices where domains[index].readyCount > domains[index].transactional.count {
+                listDomain(index, now: now)
+            }
+        }
         while let wake = ageWakes.min, wake.time <= now {
             ageWakes.removeMin()
             if wake.time == domainAgeWatch[wake.index] { expireDomain(wake.index, now: now) } // else superseded

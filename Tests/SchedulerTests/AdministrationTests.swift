@@ -51,6 +51,25 @@ struct AdministrationTests {
         #expect(scheduler.sendableCount(now: 5_000) == 4, "the suspension has ended")
     }
 
+    /// A domain whose bulk work is all in a suspended campaign leaves the ready lists (it
+    /// kept its site listed, and with a shared site rate every look took a token for
+    /// nothing); the suspension's end, or a resume, lists it again.
+    @Test("A domain held by a campaign suspension is not looked at until the campaign may go", arguments: [false, true])
+    func campaignHeldDomainLeavesTheLists(resumeEarly: Bool) {
+        var (scheduler, _, held, _) = setUp()
+        scheduler.suspend(campaign: 7, until: 5_000)
+        #expect(scheduler.drain(now: 0).flatMap { $0.recipients.map(\.id) } == [10])
+        #expect(scheduler.readySites.isEmpty, "nothing to look at while campaign 7 is held")
+        if resumeEarly {
+            scheduler.resume(campaign: 7, now: 1_000)
+            #expect(scheduler.next(now: 1_000)?.recipients.map(\.id) == [1, 2, 3])
+        } else {
+            #expect(scheduler.next(now: 4_999) == nil)
+            #expect(scheduler.next(now: 5_000)?.recipients.map(\.id) == [1, 2, 3])
+        }
+        _ = held
+    }
+
     /// Two suspended sites ahead of a ready one in the ready list: one call to `next` still
     /// reaches the ready site (it looked at about half the list, and nothing woke the
     /// caller for the rest: the ready site waited for an unrelated event).
