@@ -370,7 +370,8 @@ public struct Scheduler {
         var count = 0
         for domain in domains where domain.readyCount > 0 {
             let site = sites[domain.site]
-            guard domain.suspendedUntil <= now, site.suspendedUntil <= now, site.pausedUntil <= now else { continue }
+            guard domain.suspendedUntil <= now, site.suspendedUntil <= now, site.pausedUntil <= now,
+                  (site.shared?.suspendedUntil ?? 0) <= now else { continue }
             guard !campaignSuspensions.isEmpty else {
                 count += domain.readyCount
                 continue
@@ -392,7 +393,11 @@ public struct Scheduler {
     /// Until when a site is paused by the health rules (0: not paused).
     public func pausedUntil(site: Int) -> Int64 { sites[site].pausedUntil }
     /// The factor a response rule scales a site's rate by now.
-    public func rateScale(site: Int, now: Int64) -> Double { sites[site].rateScale.until > now ? sites[site].rateScale.factor : 1 }
+    public func rateScale(site: Int, now: Int64) -> Double {
+        let local = sites[site].rateScale.until > now ? sites[site].rateScale.factor : 1
+        guard let shared = sites[site].shared else { return local }
+        return min(local, shared.scale(now: now))
+    }
 
     /// setCampaignWeight - a campaign's share in the round-robin among bulk campaigns
     /// (default 1: equal shares).
@@ -518,6 +523,11 @@ public struct Scheduler {
         let site = sites[index]
         if site.suspendedUntil > now { return site.suspendedUntil }
         if site.pausedUntil > now { return site.pausedUntil }
+        /* A response rule another shard applied to the site (Yahoo's TSS04, say) holds it here too. */
+        if let shared = site.shared {
+            let held = shared.suspendedUntil
+            if held > now { return held }
+        }
         if site.inFlight >= allowedInFlight(site) {
             site.waitingForSlot = true
             return .max
@@ -869,12 +879,15 @@ public struct Scheduler {
             suspend(domain: delivery.domain, until: max(domains[delivery.domain].suspendedUntil, now + duration), now: now)
         case (.suspend(let duration), .site):
             suspend(site: delivery.site, until: max(sites[delivery.site].suspendedUntil, now + duration))
+            /* Every shard sending to the site holds it, not only the one that heard the reply. */
+            sites[delivery.site].shared?.suspend(until: now + duration)
         case (.suspend(let duration), .campaign):
             suspend(campaign: campaign, until: max(campaignSuspensions[campaign] ?? 0, now + duration))
         case (.scaleRate(let factor, let duration), .domain):
             domains[delivery.domain].rateScale = (min(1, max(0.001, factor)), now + duration)
         case (.scaleRate(let factor, let duration), _):
             sites[delivery.site].rateScale = (min(1, max(0.001, factor)), now + duration)
+            sites[delivery.site].shared?.setScale(min(1, max(0.001, factor)), until: now + duration)
         case (.bounce, _): break
         }
     }

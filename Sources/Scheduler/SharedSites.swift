@@ -35,8 +35,38 @@ public final class SharedSites: Sendable {
 public final class SharedSite: Sendable {
     /// Theoretical arrival time of the GCRA (microseconds on the caller's clock).
     private let arrival = Atomic<Int64>(0)
+    /// Until when a response rule suspended the site (ms; 0: not), for every shard.
+    private let ruleSuspension = Atomic<Int64>(0)
+    /// A response rule's rate factor (the bits of a Double) and until when it holds (ms).
+    private let scaleBits = Atomic<UInt64>(1.0.bitPattern)
+    private let scaleUntil = Atomic<Int64>(0)
 
     public init() {}
+
+    /// suspendedUntil - until when a response rule seen by any shard holds the site.
+    public var suspendedUntil: Int64 { ruleSuspension.load(ordering: .acquiring) }
+
+    /// suspend - a response rule holds the site until `until` (a later time wins).
+    public func suspend(until: Int64) {
+        var current = ruleSuspension.load(ordering: .relaxed)
+        while current < until {
+            let (exchanged, original) = ruleSuspension.compareExchange(expected: current, desired: until, ordering: .acquiringAndReleasing)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// scale - the rate factor a response rule set, at `now` (1 when none holds).
+    public func scale(now: Int64) -> Double {
+        guard scaleUntil.load(ordering: .acquiring) > now else { return 1 }
+        return Double(bitPattern: scaleBits.load(ordering: .relaxed))
+    }
+
+    /// setScale - a response rule scales the site's rate by `factor` until `until`.
+    public func setScale(_ factor: Double, until: Int64) {
+        scaleBits.store(factor.bitPattern, ordering: .relaxed)
+        scaleUntil.store(until, ordering: .releasing)
+    }
 
     /// take - a rate token at `now` (ms, on one clock for every caller): nil when taken,
     /// else the time (ms) one will be free.

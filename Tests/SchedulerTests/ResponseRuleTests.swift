@@ -167,6 +167,34 @@ struct ResponseRuleTests {
         #expect(scheduler.next(now: 100_000_000) == nil)
     }
 
+    /// A site-wide rule heard by one shard holds the site in every shard that shares it
+    /// (it held only the shard that heard the reply; the others kept sending to Yahoo).
+    @Test("A site rule applies in every shard sharing the site")
+    func siteRulesAreShared() throws {
+        let suspend = ResponseRule(name: "suspend", contains: ["[tss04]"], scope: .site, action: .suspend(duration: 10_000))
+        let slow = ResponseRule(name: "slow", contains: ["4.7.28"], scope: .site, action: .scaleRate(factor: 0.5, duration: 60_000))
+        let shared = SharedSites()
+        var settings = configuration(rules: [suspend, slow])
+        settings.sharedSites = shared
+        var heard = TestScheduler(settings)
+        var other = TestScheduler(settings)
+        let heardSite = heard.site("mx:yahoo")
+        let otherSite = other.site("mx:yahoo")
+        heard.submit(recipient(1), domain: heard.domain("yahoo.com", site: heardSite), now: 0)
+        other.submit(recipient(2), domain: other.domain("ymail.com", site: otherSite), now: 0)
+        let delivery = try heard.required(now: 0)
+        heard.completeAll(delivery, .temporaryFailure(reply: Self.tss04), now: 0)
+        #expect(other.next(now: 1) == nil, "the other shard holds the site too")
+        #expect(other.nextWakeup == 10_000)
+        #expect(other.next(now: 10_000)?.recipients.map(\.id) == [2])
+        /* A rate rule: both shards see the factor. */
+        heard.retryNow(domain: 0, now: 20_000)
+        let again = try heard.required(now: 20_000)
+        heard.completeAll(again, .temporaryFailure(reply: "421 4.7.28 Gmail has detected an unusual rate"), now: 20_000)
+        #expect(other.rateScale(site: otherSite, now: 20_001) == 0.5)
+        #expect(other.rateScale(site: otherSite, now: 80_000) == 1)
+    }
+
     @Test("Rules are tried in order; the first match wins")
     func firstMatchWins() throws {
         let suspend = ResponseRule(name: "suspend", contains: ["[tss04]"], scope: .site, action: .suspend(duration: 10_000))
