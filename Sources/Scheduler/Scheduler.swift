@@ -782,6 +782,7 @@ public struct Scheduler {
         site.inFlight -= 1
         inFlightCount -= delivery.recipients.count
         var anyDelivered = false
+        var anyRefused = false
         var allTemporary = true
         for (recipient, result) in zip(delivery.recipients, results) {
             switch result {
@@ -789,6 +790,7 @@ public struct Scheduler {
                 anyDelivered = true
                 allTemporary = false
             case .permanentFailure(let reply):
+                anyRefused = true
                 allTemporary = false
                 /* Rules of code_class "5" (or "") act on permanent failures too: a 5xx saying
                    the sender is blocked can suspend a site. The recipient bounces either way. */
@@ -809,6 +811,13 @@ public struct Scheduler {
                 allTemporary = false
                 dispose(recipient, .expired, domain: delivery.domain)
             }
+        }
+        if anyRefused && !anyDelivered && site.probing {
+            /* A 5xx is the server answering: the probe found it up, whatever it thought of
+               these recipients (probing went on, one transaction at a time, until a delivery). */
+            site.consecutiveFailures = 0
+            site.probing = false
+            site.pauses = 0
         }
         if anyDelivered {
             site.consecutiveFailures = 0

@@ -197,6 +197,17 @@ struct ConcurrencyHealthTests {
         #expect(scheduler.pausedUntil(site: site) == 60_000 + 120_000)
     }
 
+    @Test("Health: a probe the server refuses with 5xx ends the pause like a delivery (the server is up)")
+    func aRefusedProbeEndsProbing() throws {
+        var (scheduler, site, _) = loaded(Limits(maxConnections: 10, initialConnections: 5), count: 200)
+        for delivery in scheduler.drain(now: 0) { fail(&scheduler, delivery, site: site, now: 0, order: .failureFirst) }
+        #expect(scheduler.pausedUntil(site: site) == 60_000)
+        let probe = try scheduler.required(now: 60_000)
+        #expect(scheduler.next(now: 60_000) == nil, "one probe at a time")
+        scheduler.completeAll(probe, .permanentFailure(reply: "550 5.1.1 No such user"), now: 60_000)
+        #expect(scheduler.drain(now: 60_000).count > 1, "probing is over: more than one transaction at a time again")
+    }
+
     @Test("Health: failures must be consecutive; a greeting or a delivery resets the count")
     func consecutiveOnly() throws {
         var (scheduler, site, _) = loaded(Limits(), count: 10)
