@@ -22,6 +22,19 @@ extension WorkerShard {
     /// of the site.
     func connectionFailed(_ attempt: Attempt, error: ClientConnectionError?, hop: ResolvedHop) {
         let now = nowMilliseconds()
+        if case .tls = error, (attempt.destination?.route?.tls ?? .opportunistic) == .opportunistic {
+            /* TLS was only offered, and its handshake failed: the same hop again at once, in
+               plaintext, and for the next hour (Postfix's `may` level does the same; many
+               small servers advertise STARTTLS they cannot do). A plaintext connection never
+               tries TLS, so this cannot repeat for the attempt; the transactions that were
+               waiting for the same connection come here too and follow. */
+            if (plaintextHops[hop.address] ?? 0) <= now {
+                plaintextHops[hop.address] = now + WorkerShard.plaintextHopMilliseconds
+                writeStandardError("carrier: STARTTLS to \(hop.name) [\(hop.address)] failed (\(error!)); plaintext for an hour\n")
+            }
+            tryHop(attempt)
+            return
+        }
         let reply = Self.reply(for: error, hop: hop)
         let failover: Bool
         switch error {
@@ -40,6 +53,9 @@ extension WorkerShard {
         let results = attempt.presetResults.map { $0 ?? .temporary(reply) }
         finish(attempt, results: results, hop: hop)
     }
+
+    /// How long a hop whose opportunistic STARTTLS failed is reached in plaintext.
+    static let plaintextHopMilliseconds: Int64 = 3_600_000
 
     /// completed - the transaction ran: one result per recipient sent.
     func completed(_ attempt: Attempt, _ result: TransactionResult, hop: ResolvedHop) {

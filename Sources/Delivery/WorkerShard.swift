@@ -61,6 +61,9 @@ public final class WorkerShard: @unchecked Sendable {
     var pools: [PoolKey: ConnectionPool] = [:]
     /// Hops that could not be reached lately, until when they are passed over (ms).
     var deadHops: [SocketAddress: Int64] = [:]
+    /// Hops whose STARTTLS handshake failed under opportunistic TLS: reached in plaintext
+    /// until then (ms), as Postfix's `may` level does.
+    var plaintextHops: [SocketAddress: Int64] = [:]
     static let deadHopMilliseconds: Int64 = 60_000
     /// Pools replaced by a reload, kept until their busy connections finish.
     var retiredPools: [ConnectionPool] = []
@@ -411,7 +414,9 @@ public final class WorkerShard: @unchecked Sendable {
     }
 
     func pool(for hop: ResolvedHop, route: Route?, site: Int) -> ConnectionPool {
-        let key = PoolKey(address: hop.address, route: destinationKey(route))
+        let tls = route?.tls ?? .opportunistic
+        let plaintext = tls == .opportunistic && (plaintextHops[hop.address] ?? 0) > nowMilliseconds()
+        let key = PoolKey(address: hop.address, route: destinationKey(route) + (plaintext ? "|plaintext" : ""))
         if let pool = pools[key] { return pool }
         var session = ClientConfiguration(heloName: configuration.hostname)
         session.timeouts = configuration.timeouts
@@ -421,10 +426,9 @@ public final class WorkerShard: @unchecked Sendable {
            certificate's IP addresses (TLSConnection sends no SNI for it). */
         connection.serverName = hop.name
         connection.tlsSessionCache = sessions
-        let tls = route?.tls ?? .opportunistic
         switch tls {
         case .none: connection.session.tls = .never
-        case .opportunistic: connection.session.tls = .opportunistic
+        case .opportunistic: connection.session.tls = plaintext ? .never : .opportunistic
         case .required: connection.session.tls = .required
         case .implicit: connection.session.tls = .never; connection.implicitTLS = true
         }
