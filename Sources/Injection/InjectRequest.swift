@@ -138,7 +138,7 @@ struct InjectRequest {
     /// `{{field}}` over the limit (HTML escaping grows a value at most sixfold).
     private static func checkLines(_ body: [UInt8], recipients: [NewRecipient]) throws(InjectRequestError) {
         let template = MessageTemplate(body, mergeFields: true)
-        @Sendable func encodes(_ variables: [(String, String)]) -> Int? {
+        func encodes(_ variables: [(String, String)]) -> Int? {
             let rendered = template.render(variables, queueID: "check", messageIDDomain: "check.invalid")
             let result = rendered.withUnsafeBytes { raw in
                 Result { () throws(EncodingError) in try MessagePayload(encoding: raw) }
@@ -148,7 +148,8 @@ struct InjectRequest {
         }
         let advice = "is longer than 998 octets (RFC 5322 §2.1.1); break it, or encode the body as quoted-printable or base64"
         if let line = encodes([]) { throw InjectRequestError(field: "content", message: "line \(line) of the message \(advice)") }
-        /* The longest line that holds a reference, and how many it holds. */
+        /* The longest a line with references could grow to, for anyone's values. */
+        let longest = longestValue(recipients)
         var worst = 0
         var start = 0
         while start < body.count {
@@ -158,7 +159,7 @@ struct InjectRequest {
             while index + 1 < end {
                 if body[index] == UInt8(ascii: "{") && body[index + 1] == UInt8(ascii: "{") { references += 1; index += 2 } else { index += 1 }
             }
-            if references > 0 { worst = max(worst, (end - start) + references * 6 * longestValue(recipients)) }
+            if references > 0 { worst = max(worst, (end - start) + references * 6 * longest) }
             start = end + 1
         }
         guard worst > 998 else { return }

@@ -202,15 +202,10 @@ private final class PartTracker: @unchecked Sendable {
         let stored = Set(finished.stored)
         if withheld { for shard in parts.keys where !stored.contains(shard) { spool.shards[shard].releaseWithheld(id, feed: false) } }
         for shard in finished.stored {
-            var out = RecordWriter(capacity: 64 * parts[shard]!.count)
-            for recipient in parts[shard]! {
-                let outcome = Outcome.cancelled(reason: "enqueue failed in another shard")
-                encodeOutcome(&out, key: RecipientKey(message: id, index: recipient.index), kind: outcome.kind,
-                              attempts: 0, nextAttempt: 0, reply: outcome.reply)
-            }
             let target = spool.shards[shard]
             let id = self.id
-            target.append(out.bytes, durability: .fsync) { result in
+            let keys = parts[shard]!.map { RecipientKey(message: id, index: $0.index) }
+            target.append(target.finalOutcomes(keys, .cancelled(reason: "enqueue failed in another shard")), durability: .fsync) { result in
                 if case .success = result, withheld { target.releaseWithheld(id, feed: false) }
             }
         }
@@ -454,13 +449,17 @@ extension SpoolShard {
     /// does not build one write the size of a segment.
     private func end(_ keys: [RecipientKey], _ outcome: Outcome, durability: Durability) throws(SpoolError) {
         for start in stride(from: 0, to: keys.count, by: 65_536) {
-            let part = keys[start..<min(start + 65_536, keys.count)]
-            var out = RecordWriter(capacity: 48 * part.count)
-            for key in part {
-                encodeOutcome(&out, key: key, kind: outcome.kind, attempts: 0, nextAttempt: 0, reply: outcome.reply)
-            }
-            try appendAndWait(out.bytes, durability: durability)
+            try appendAndWait(finalOutcomes(keys[start..<min(start + 65_536, keys.count)], outcome), durability: durability)
         }
+    }
+
+    /// finalOutcomes - the outcome records that give every one of `keys` the final `outcome`.
+    func finalOutcomes(_ keys: some Collection<RecipientKey>, _ outcome: Outcome) -> [UInt8] {
+        var out = RecordWriter(capacity: 48 * keys.count)
+        for key in keys {
+            encodeOutcome(&out, key: key, kind: outcome.kind, attempts: 0, nextAttempt: 0, reply: outcome.reply)
+        }
+        return out.bytes
     }
 
     /// message - a message's envelope, metadata and body, read back from its record.
